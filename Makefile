@@ -1,0 +1,40 @@
+# One set-up for both commands: a venv with the package, and Fashion-MNIST on disk.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test lint data bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's package when apt is usable (root), else torchvision's download into ./data.
+data: $(STAMP)
+	@if [ -f $(FMNIST) ] || [ -f data/train-images-idx3-ubyte.gz ] || [ -f data/FashionMNIST/raw/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: present"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+		|| $(VENV)/bin/adaptive-lb fetch fashion_mnist --root data --download; \
+	else \
+		$(VENV)/bin/adaptive-lb fetch fashion_mnist --root data --download; \
+	fi
+
+demo: data
+	$(VENV)/bin/adaptive-lb train configs/fashion_mnist.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: data lint
+	$(PY) -m pytest -q
+
+bench: data
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from adaptive_lb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""``adaptive-lb``: train, eval, fetch.
+
+Bad input (config, data, run dir) ends with one line on stderr and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from adaptive_lb.errors import NonFiniteLossError, RunDirError, UserError
+
+PROG = "adaptive-lb"
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from a config (plus dotted overrides), or continue a run with ``--resume``."""
+    from adaptive_lb.config import load_config
+    from adaptive_lb.data import build_data
+    from adaptive_lb.progress import create_progress
+    from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir
+    from adaptive_lb.trainer import Trainer
+
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise RunDirError("--resume continues a run with its own config.yaml: drop the config, overrides "
+                              "and --out")
+        run = RunDir.open(args.resume)
+        cfg, state = run.config(), run.load_checkpoint()
+        if state["epoch"] >= cfg.train.epochs:
+            raise RunDirError(f"'{run.path}' already finished all {cfg.train.epochs} epochs: nothing to resume")
+    else:
+        if not args.config:
+            raise UserError("train needs a config file, e.g. 'adaptive-lb train configs/fashion_mnist.yaml'")
+        cfg = load_config(args.config, args.overrides)
+    # Everything that can fail on bad input happens before the run dir is written.
+    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
+    if args.resume:
+        trainer.load_state_dict(state)
+        run.trim_metrics(trainer.epoch)
+    else:
+        run = RunDir.create(args.out or default_run_dir(args.config), cfg)
+    trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet)]
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.epoch:
+            what = f"checkpoint of epoch {trainer.epoch} kept; continue with: {PROG} train --resume {run.path}"
+        else:
+            what = f"no epoch finished, nothing to resume in {run.path}"
+        print(f"\n{PROG}: interrupted; {what}", file=sys.stderr, flush=True)
+        return 130
+    except NonFiniteLossError as exc:
+        kept = f"checkpoint of epoch {trainer.epoch} kept" if trainer.epoch else "no checkpoint yet"
+        _fail(f"{exc}; run stopped ({kept} in {run.path}): lower optim.lr or check the data")
+        return 1
+    print(f"run dir: {run.path}", flush=True)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Per-class report of a finished (or checkpointed) run on its test or held-out split."""
+    from adaptive_lb.data import build_data
+    from adaptive_lb.metrics import summarize
+    from adaptive_lb.progress import print_tables, report_table
+    from adaptive_lb.rundir import RunDir
+    from adaptive_lb.trainer import Trainer
+
+    run = RunDir.open(args.run_dir)
+    cfg, state = run.config(), run.load_checkpoint()
+    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
+    trainer.load_state_dict(state)
+    names = trainer.data.class_names
+    block = summarize(trainer.confusion(args.split), names, args.split)
+    print_tables(report_table(block, names, f"{run.path}: {args.split} split, epoch {trainer.epoch}"))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Make a dataset available under ``--root`` (downloads with torchvision when files are missing)."""
+    from adaptive_lb.config import DataConfig
+    from adaptive_lb.data.datasets import load_dataset
+
+    raw = load_dataset(DataConfig(name=args.dataset, root=args.root, download=args.download), seed=0)
+    print(f"{args.dataset}: {len(raw.y_train)} train and {len(raw.y_test)} test images, "
+          f"{len(raw.class_names)} classes", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Even per-class TPR by closed-loop training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model from a YAML config")
+    train.add_argument("config", nargs="?", help="YAML config, e.g. configs/fashion_mnist.yaml")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 train.epochs=3")
+    train.add_argument("--out", help="run dir (default runs/<config>-<timestamp>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    train.add_argument("--quiet", action="store_true", help="plain log lines instead of the live display")
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="per-class report of a run")
+    ev.add_argument("run_dir")
+    ev.add_argument("--split", choices=("test", "heldout"), default="test")
+    ev.set_defaults(func=cmd_eval)
+    fetch = sub.add_parser("fetch", help="check or download a dataset")
+    fetch.add_argument("dataset", choices=("fashion_mnist", "cifar10", "cifar100"))
+    fetch.add_argument("--root", default="data", help="folder for the files (default ./data)")
+    fetch.add_argument("--download", action="store_true", help="download with torchvision if missing")
+    fetch.set_defaults(func=cmd_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        _fail(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

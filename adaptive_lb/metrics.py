@@ -1,0 +1,102 @@
+"""Per-class metrics as pure functions of a confusion matrix.
+
+Convention: ``cm[i, j]`` counts samples of true class i predicted as class j, shape ``(C, C)``.
+A class with no sample in the split has no TPR: that is an error (``EmptyClassError``), never a silent 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from adaptive_lb.errors import DataError
+
+
+class EmptyClassError(DataError):
+    """A class has no samples in the evaluated split, so its TPR is undefined."""
+
+
+def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(C, C)`` int64 counts, computed on the tensors' device (no host sync)."""
+    flat = y_true.long() * num_classes + y_pred.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def _as_cm(cm: np.ndarray | torch.Tensor) -> np.ndarray:
+    arr = cm.detach().cpu().numpy() if isinstance(cm, torch.Tensor) else np.asarray(cm)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got shape {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def support(cm: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Samples per true class, ``(C,)``."""
+    return _as_cm(cm).sum(axis=1)
+
+
+def per_class_tpr(cm: np.ndarray | torch.Tensor, class_names: Sequence[str] | None = None,
+                  split: str = "split") -> np.ndarray:
+    """Recall of each class, ``(C,)``; raises ``EmptyClassError`` if a class has no samples."""
+    m = _as_cm(cm)
+    sup = m.sum(axis=1)
+    empty = np.flatnonzero(sup == 0)
+    if empty.size:
+        names = [class_names[i] if class_names else str(i) for i in empty]
+        raise EmptyClassError(f"class(es) {', '.join(names)} have no samples in the {split} split, so their "
+                              "TPR is undefined: raise data.heldout_fraction or data.subset_per_class")
+    return np.diag(m) / sup
+
+
+def per_class_precision(cm: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Precision of each class, ``(C,)``; a class never predicted gets 0 (no correct predictions)."""
+    m = _as_cm(cm)
+    predicted = m.sum(axis=0)
+    return np.divide(np.diag(m), predicted, out=np.zeros(len(m)), where=predicted > 0)
+
+
+def per_class_f1(cm: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Harmonic mean of precision and TPR per class, ``(C,)``; 0 where both are 0."""
+    p, r = per_class_precision(cm), per_class_tpr(cm)
+    return np.divide(2 * p * r, p + r, out=np.zeros(len(p)), where=(p + r) > 0)
+
+
+def accuracy(cm: np.ndarray | torch.Tensor) -> float:
+    """Share of all samples classified correctly."""
+    m = _as_cm(cm)
+    return float(np.trace(m) / m.sum())
+
+
+def sensitivity_specificity(cm: np.ndarray | torch.Tensor, positive: int = 1) -> tuple[float, float]:
+    """For two classes: (TPR of ``positive``, TPR of the other class)."""
+    tpr = per_class_tpr(cm)
+    if len(tpr) != 2:
+        raise ValueError(f"sensitivity/specificity need 2 classes, got {len(tpr)}")
+    return float(tpr[positive]), float(tpr[1 - positive])
+
+
+def summarize(cm: np.ndarray | torch.Tensor, class_names: Sequence[str], split: str = "split") -> dict:
+    """All headline numbers of one split, JSON-ready.
+
+    ``tpr_var`` and ``tpr_std`` are the population variance / std over classes (ddof=0): the spread the
+    controller is asked to shrink. ``balanced_accuracy`` is the mean per-class TPR.
+    """
+    tpr = per_class_tpr(cm, class_names, split)
+    worst = int(np.argmin(tpr))
+    out = {
+        "accuracy": accuracy(cm),
+        "balanced_accuracy": float(tpr.mean()),
+        "tpr": tpr.tolist(),
+        "tpr_var": float(tpr.var()),
+        "tpr_std": float(tpr.std()),
+        "worst_tpr": float(tpr[worst]),
+        "worst_class": class_names[worst],
+        "tpr_gap": float(tpr.max() - tpr.min()),
+        "precision": per_class_precision(cm).tolist(),
+        "f1": per_class_f1(cm).tolist(),
+        "support": support(cm).astype(int).tolist(),
+    }
+    if len(tpr) == 2:
+        out["sensitivity"], out["specificity"] = sensitivity_specificity(cm)
+    return out

@@ -1,0 +1,117 @@
+"""Classifiers by name: a small CNN for 28x28, CIFAR-style ResNet-20/32, any torchvision classifier.
+
+``create_model(cfg, in_channels, num_classes)`` is the one entry point; every model maps
+``(B, in_channels, H, W)`` float images to ``(B, num_classes)`` logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaptive_lb.config import ModelConfig
+from adaptive_lb.errors import ConfigError
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Sequential):
+    """Three conv stages (w, 2w, 4w channels; pooled 28 -> 14 -> 7), global average pool, linear head."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+        w = width
+        super().__init__(
+            *_conv_bn(in_channels, w), nn.MaxPool2d(2),
+            *_conv_bn(w, 2 * w), *_conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
+            *_conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * w, num_classes),
+        )
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block with the parameter-free 'option A' shortcut of He et al. for CIFAR."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin  # zero channels added to the subsampled shortcut
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x
+        if self.stride != 1 or self.pad:
+            sub = x[:, :, :: self.stride, :: self.stride]
+            short = F.pad(sub, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs (16/32/64 channels), as used by the LDAM and CB-loss papers."""
+
+    def __init__(self, depth: int, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(*_conv_bn(in_channels, 16))
+        blocks, cin = [], 16
+        for stage, cout in enumerate((16, 32, 64)):
+            for i in range(n):
+                blocks.append(_BasicBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class _ToRGB(nn.Module):
+    """Repeats a grey channel three times so ImageNet-shaped torchvision models accept it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(-1, 3, -1, -1)
+
+
+def _torchvision_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise ConfigError(f"model.name: 'tv:{name}' is not a torchvision classifier; e.g. tv:resnet18, "
+                          "tv:mobilenet_v3_small (see torchvision.models.list_models())")
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if in_channels == 1:
+        return nn.Sequential(_ToRGB(), model)
+    if in_channels != 3:
+        raise ConfigError(f"model.name: torchvision models take 1 or 3 channels, the data has {in_channels}")
+    return model
+
+
+MODELS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
+    "small_cnn": lambda cfg, cin, k: SmallCNN(cin, k, cfg.width),
+    "resnet20": lambda cfg, cin, k: CifarResNet(20, cin, k),
+    "resnet32": lambda cfg, cin, k: CifarResNet(32, cin, k),
+}
+
+
+def create_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> nn.Module:
+    """Build model ``cfg.name`` (``tv:<name>`` for torchvision classifiers)."""
+    if cfg.name.startswith("tv:"):
+        return _torchvision_model(cfg.name[3:], in_channels, num_classes)
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name: unknown model '{cfg.name}'; use one of {', '.join(MODELS)} "
+                          "or tv:<torchvision model name>")
+    return MODELS[cfg.name](cfg, in_channels, num_classes)

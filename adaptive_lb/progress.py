@@ -1,0 +1,184 @@
+"""What the user sees while a run trains: rich live bars and a per-class table, or plain log lines.
+
+This is the only module that imports rich (lazily, inside the classes that draw).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from adaptive_lb.callbacks import Callback
+
+BAR_WIDTH = 20  # characters of the per-class TPR bar
+
+
+def tpr_style(tpr: float) -> str:
+    """Colour for a TPR value: red below 0.7, yellow below 0.85, green above."""
+    return "red" if tpr < 0.7 else "yellow" if tpr < 0.85 else "green"
+
+
+def headline(block: dict) -> str:
+    """One-line digest of a split's metrics."""
+    return (f"acc {block['accuracy']:.4f} bal {block['balanced_accuracy']:.4f} TPR std {block['tpr_std']:.4f} "
+            f"worst {block['worst_class']} {block['worst_tpr']:.4f}")
+
+
+def per_class_table(class_names: Sequence[str], record: dict, title: str = "") -> Any:
+    """rich Table: class, held-out TPR (bar), test TPR, loss weight, augmentation intensity."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", expand=False)
+    for col in ("class", "held-out TPR", "", "test TPR", "weight", "aug"):
+        table.add_column(col, justify="left" if col in ("class", "") else "right")
+    held, test = record["heldout"]["tpr"], record["test"]["tpr"]
+    for c, name in enumerate(class_names):
+        bar = Text("█" * round(held[c] * BAR_WIDTH), style=tpr_style(held[c]))
+        table.add_row(name, Text(f"{held[c]:.3f}", style=tpr_style(held[c])), bar,
+                      Text(f"{test[c]:.3f}", style=tpr_style(test[c])),
+                      f"{record['class_weights'][c]:.3f}", f"{record['aug_intensity'][c]:.2f}")
+    return table
+
+
+def summary_table(summary: dict) -> Any:
+    """rich Table of the headline metrics, held-out beside test."""
+    from rich.table import Table
+
+    table = Table(title="final metrics (last epoch)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("held-out", justify="right")
+    table.add_column("test", justify="right")
+    for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                       ("tpr_std", "TPR std"), ("tpr_var", "TPR variance"), ("tpr_gap", "TPR max-min gap"),
+                       ("worst_tpr", "worst-class TPR")):
+        table.add_row(label, f"{summary['heldout'][key]:.4f}", f"{summary['test'][key]:.4f}")
+    table.add_row("worst class", summary["heldout"]["worst_class"], summary["test"]["worst_class"])
+    return table
+
+
+def report_table(block: dict, class_names: Sequence[str], title: str) -> Any:
+    """rich Table of a full per-class report (support, TPR, precision, F1) for ``adaptive-lb eval``."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", caption=headline(block), caption_justify="left")
+    for col in ("class", "support", "TPR", "precision", "F1"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c, name in enumerate(class_names):
+        tpr = block["tpr"][c]
+        table.add_row(name, str(block["support"][c]), Text(f"{tpr:.4f}", style=tpr_style(tpr)),
+                      f"{block['precision'][c]:.4f}", f"{block['f1'][c]:.4f}")
+    return table
+
+
+def print_tables(*tables: Any, file: TextIO | None = None) -> None:
+    """Print rich renderables (plain characters when ``file`` is not a terminal)."""
+    from rich.console import Console
+
+    console = Console(file=file or sys.stdout)
+    for table in tables:
+        console.print(table)
+
+
+class RichProgress(Callback):
+    """Live epoch and batch bars (images/s, ETA) above a per-class table refreshed every epoch."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console or Console()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console)
+        self.live: Any = None
+        self.table: Any = None
+
+    def _view(self) -> Any:
+        from rich.console import Group
+
+        return Group(self.progress, self.table) if self.table is not None else self.progress
+
+    def on_fit_start(self, trainer: Any) -> None:
+        from rich.live import Live
+
+        epochs = trainer.cfg.train.epochs
+        self.epochs = self.progress.add_task("epochs", total=epochs, completed=trainer.epoch, rate="")
+        self.batches = self.progress.add_task("epoch", total=len(trainer.data.train), rate="")
+        if trainer.last_record:
+            self.table = per_class_table(trainer.data.class_names, trainer.last_record, "resumed from checkpoint")
+        self.live = Live(self._view(), console=self.console, refresh_per_second=4)
+        self.live.start()
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self.progress.reset(self.batches, total=len(trainer.data.train),
+                            description=f"epoch {epoch + 1}/{trainer.cfg.train.epochs}", rate="")
+
+    def on_train_batch_end(self, trainer: Any, batch: int, images: int) -> None:
+        self.progress.update(self.batches, completed=images)
+
+    def on_train_progress(self, trainer: Any, images: int, loss: float) -> None:
+        speed = self.progress.tasks[self.batches].speed or 0.0
+        self.progress.update(self.batches, rate=f"{speed:,.0f} img/s  loss {loss:.4f}")
+
+    def on_epoch_end(self, trainer: Any, record: dict) -> None:
+        self.progress.advance(self.epochs)
+        title = (f"epoch {record['epoch']}/{trainer.cfg.train.epochs}  held-out {headline(record['heldout'])}\n"
+                 f"{' ' * (len(str(record['epoch'])) * 2 + 8)}test     {headline(record['test'])}")
+        self.table = per_class_table(trainer.data.class_names, record, title)
+        self.live.update(self._view(), refresh=True)
+
+    def on_fit_end(self, trainer: Any, summary: dict) -> None:
+        self.live.stop()
+        self.console.print(summary_table(summary))
+
+    def on_exception(self, trainer: Any, exc: BaseException) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+class PlainProgress(Callback):
+    """One log line per epoch, for logs and pipes (and ``--quiet``)."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self.file = file or sys.stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.file, flush=True)
+
+    def on_fit_start(self, trainer: Any) -> None:
+        d, cfg = trainer.data, trainer.cfg
+        self._print(f"training {cfg.model.name} on {cfg.data.name}: {len(d.train)} train / {len(d.heldout)} "
+                    f"held-out / {len(d.test)} test images, {d.num_classes} classes, device {trainer.device}, "
+                    f"epochs {trainer.epoch + 1}..{cfg.train.epochs}")
+
+    def on_epoch_end(self, trainer: Any, record: dict) -> None:
+        t = record["time_s"]
+        self._print(f"epoch {record['epoch']}/{trainer.cfg.train.epochs} loss {record['train_loss']:.4f} "
+                    f"lr {record['lr']:.4g} | held-out {headline(record['heldout'])} | test "
+                    f"{headline(record['test'])} | {record['train_images_per_s']:,.0f} img/s, "
+                    f"{t['train'] + t['eval'] + t['control']:.1f}s")
+
+    def on_fit_end(self, trainer: Any, summary: dict) -> None:
+        self._print("class                held-out TPR  test TPR")
+        for c, name in enumerate(summary["class_names"]):
+            self._print(f"{name:<20} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f}")
+        self._print(f"final held-out {headline(summary['heldout'])}")
+        self._print(f"final test     {headline(summary['test'])}")
+
+
+def create_progress(quiet: bool, stream: TextIO | None = None) -> Callback:
+    """Rich live display on a terminal; plain log lines with ``quiet`` or when output is piped."""
+    stream = stream or sys.stdout
+    if quiet or not stream.isatty():
+        return PlainProgress(stream)
+    return RichProgress()

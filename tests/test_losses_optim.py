@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adaptive_lb.config import ControllerConfig, OptimConfig
+from adaptive_lb.controllers import StaticController, create_controller
+from adaptive_lb.errors import ConfigError
+from adaptive_lb.losses import weighted_cross_entropy
+from adaptive_lb.optim import create_optimizer, create_scheduler, lr_factor
+
+LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
+TARGETS = torch.tensor([0, 1, 2, 2])
+
+
+def test_unit_weights_equal_plain_cross_entropy():
+    assert weighted_cross_entropy(LOGITS, TARGETS, torch.ones(3)) == pytest.approx(F.cross_entropy(LOGITS, TARGETS))
+
+
+def test_weights_multiply_per_sample_loss_and_mean_by_batch_size():
+    w = torch.tensor([0.5, 1.0, 1.5])
+    ce = F.cross_entropy(LOGITS, TARGETS, reduction="none")
+    expected = (0.5 * ce[0] + 1.0 * ce[1] + 1.5 * ce[2] + 1.5 * ce[3]) / 4
+    assert weighted_cross_entropy(LOGITS, TARGETS, w) == pytest.approx(expected)
+    # unlike F.cross_entropy(weight=w), scaling all weights scales the loss
+    assert weighted_cross_entropy(LOGITS, TARGETS, 2 * w) == pytest.approx(2 * expected)
+
+
+def test_lr_factor_warmup_then_cosine():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert lr_factor(70, 100, 10, "constant") == 1.0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "constant"])
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_schedules_step_per_batch_and_resume(name, schedule):
+    model = torch.nn.Linear(2, 2)
+    cfg = OptimConfig(name=name, schedule=schedule, lr=0.1, warmup_epochs=1.0)
+    opt = create_optimizer(cfg, model)
+    sched = create_scheduler(cfg, opt, epochs=3, steps_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(math.isfinite(v) and v >= 0 for v in lrs)
+    assert max(lrs) <= 0.1 + 1e-9
+    opt2 = create_optimizer(cfg, model)
+    sched2 = create_scheduler(cfg, opt2, epochs=3, steps_per_epoch=4)
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.last_epoch == sched.last_epoch
+
+
+def test_static_controller_normalises_to_mean_one():
+    ctl = create_controller(ControllerConfig(weights=(1.0, 3.0)), 2)
+    assert ctl.initial().class_weights.tolist() == [0.5, 1.5]
+    action = ctl.update(0, torch.tensor([0.9, 0.1]), torch.tensor([10.0, 10.0]))
+    assert action.class_weights.tolist() == [0.5, 1.5] and action.aug_intensity.tolist() == [0.0, 0.0]
+    assert StaticController(3).initial().class_weights.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_static_controller_wrong_length():
+    with pytest.raises(ConfigError, match="has 2 entries but the data has 3 classes"):
+        StaticController(3, (1.0, 2.0))

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+
+from adaptive_lb.callbacks import Callback
+from adaptive_lb.data import build_data
+from adaptive_lb.errors import NonFiniteLossError
+from adaptive_lb.rundir import RunDir, RunDirWriter
+from adaptive_lb.trainer import Trainer
+
+TIMING = ("time_s", "train_images_per_s")
+
+
+def strip_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_start(self, trainer):
+        self.calls.append("fit_start")
+
+    def on_epoch_start(self, trainer, epoch):
+        self.calls.append(f"epoch_start:{epoch}")
+
+    def on_train_progress(self, trainer, images, loss):
+        assert math.isfinite(loss) and images > 0
+
+    def on_epoch_end(self, trainer, record):
+        self.calls.append(f"epoch_end:{record['epoch']}")
+
+    def on_fit_end(self, trainer, summary):
+        self.calls.append("fit_end")
+
+
+class StopAfter(Callback):
+    """Simulates Ctrl-C right after epoch ``n`` was checkpointed."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.n:
+            raise KeyboardInterrupt
+
+
+class PoisonAt(Callback):
+    """Makes the loss NaN from epoch ``n`` on (0-based)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.n:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_fit_records_every_epoch_and_calls_hooks(make_config):
+    cfg = make_config(controller={"weights": [1.0, 1.0, 2.0, 4.0]})
+    rec = Recorder()
+    summary = Trainer(cfg, build_data(cfg.data, 0), [rec]).fit()
+    assert rec.calls == ["fit_start", "epoch_start:0", "epoch_end:1", "epoch_start:1", "epoch_end:2",
+                         "epoch_start:2", "epoch_end:3", "fit_end"]
+    assert set(summary) >= {"heldout", "test", "class_names", "epochs"}
+    assert summary["heldout"]["balanced_accuracy"] > 0.4  # learns something in 3 tiny epochs
+    assert len(summary["test"]["tpr"]) == 4
+
+
+def test_same_seed_same_run_other_seed_other_run(make_config):
+    runs = [Trainer(make_config(train={"seed": s}), build_data(make_config().data, s)).fit() for s in (0, 0, 1)]
+    assert runs[0]["test"] == runs[1]["test"]
+    assert runs[0]["test"] != runs[2]["test"]
+
+
+@pytest.mark.parametrize("controller", [{}, {"weights": [0.5, 1.0, 1.5, 2.0]}])
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, controller):
+    cfg = make_config(controller=controller)
+    data = build_data(cfg.data, cfg.train.seed)
+    full_dir = RunDir.create(tmp_path / "full", cfg)
+    full = Trainer(cfg, data, [RunDirWriter(full_dir)]).fit()
+
+    part_dir = RunDir.create(tmp_path / "part", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, data, [RunDirWriter(part_dir), StopAfter(2)]).fit()
+    resumed = Trainer(cfg, data, [RunDirWriter(part_dir)])
+    resumed.load_state_dict(part_dir.load_checkpoint())
+    assert resumed.epoch == 2
+    assert resumed.fit() == full
+    assert strip_timing(part_dir.read_metrics()) == strip_timing(full_dir.read_metrics())
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, make_config):
+    cfg = make_config()
+    run = RunDir.create(tmp_path / "run", cfg)
+    with pytest.raises(NonFiniteLossError, match="became nan at epoch 2"):
+        Trainer(cfg, build_data(cfg.data, 0), [RunDirWriter(run), PoisonAt(1)]).fit()
+    state = run.load_checkpoint()
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(run.read_metrics()) == 1
+
+
+def test_train_split_confusion_and_device(make_config):
+    cfg = make_config(train={"epochs": 1})
+    trainer = Trainer(cfg, build_data(cfg.data, 0))
+    trainer.fit()
+    cm = trainer.confusion("train")
+    assert int(cm.sum()) == len(trainer.data.train) and trainer.device.type == "cpu"
