@@ -20,6 +20,8 @@ def _fail(message: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from a config (plus dotted overrides), or continue a run with ``--resume``."""
+    import torch
+
     from adaptive_lb.config import load_config
     from adaptive_lb.data import build_data
     from adaptive_lb.progress import create_progress
@@ -43,6 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.load_state_dict(state)
         run.trim_metrics(trainer.epoch)
+        if state.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            print(f"{PROG}: note: the run used {state['threads']} CPU threads, this process {torch.get_num_threads()}; "
+                  "results may differ in the last digits from an uninterrupted run", file=sys.stderr)
     else:
         run = RunDir.create(args.out or default_run_dir(args.config), cfg)
     trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet)]
@@ -115,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may follow options too: `train cfg.yaml --quiet train.epochs=3`
+    if extra and args.command == "train" and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except UserError as exc:

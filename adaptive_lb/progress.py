@@ -166,7 +166,7 @@ class PlainProgress(Callback):
         self._print(f"epoch {record['epoch']}/{trainer.cfg.train.epochs} loss {record['train_loss']:.4f} "
                     f"lr {record['lr']:.4g} | held-out {headline(record['heldout'])} | test "
                     f"{headline(record['test'])} | {record['train_images_per_s']:,.0f} img/s, "
-                    f"{t['train'] + t['eval'] + t['control']:.1f}s")
+                    f"{sum(t.values()):.1f}s")
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
         self._print("class                held-out TPR  test TPR")

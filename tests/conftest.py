@@ -44,9 +44,13 @@ def fmnist_available() -> Path:
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
     """Run ``python -m adaptive_lb ARGS`` in ``cwd`` and capture its output."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "adaptive_lb", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "adaptive_lb", *args], cwd=cwd, env=cli_env(), capture_output=True,
                           text=True, timeout=timeout, **popen)
+
+
+def cli_env() -> dict:
+    """The environment of CLI subprocesses. Same for every run of a test: CPU results depend on threads."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture

@@ -1,0 +1,157 @@
+"""The CLI end to end: real Fashion-MNIST subsets, bad input, kill-and-resume, Ctrl-C."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import ROOT, cli_env, run_cli
+
+from adaptive_lb.cli import main
+
+FMNIST = str(ROOT / "configs" / "fashion_mnist.yaml")
+SYNTH = str(ROOT / "configs" / "synthetic.yaml")
+QUICK_FMNIST = ["data.subset_per_class=100", "data.test_subset_per_class=50", "train.batch_size=64"]
+
+
+def test_train_and_eval_on_a_fashion_mnist_subset(tmp_path, fmnist_available):
+    out = tmp_path / "run"
+    res = run_cli("train", FMNIST, *QUICK_FMNIST, "train.epochs=2", "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert len(r["heldout"]["tpr"]) == len(r["test"]["tpr"]) == 10
+        assert r["class_weights"] == [1.0] * 10 and r["aug_intensity"] == [0.0] * 10
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["class_names"][6] == "Shirt"
+    for split in ("heldout", "test"):
+        block = summary[split]
+        assert set(block) >= {"accuracy", "balanced_accuracy", "tpr", "tpr_std", "tpr_var", "worst_tpr"}
+        assert 0.3 < block["accuracy"] <= 1.0  # 900 images, 2 epochs: well above chance (0.1)
+        assert block["tpr_var"] == pytest.approx(block["tpr_std"] ** 2)
+    assert "final test" in res.stdout and "Shirt" in res.stdout  # piped output -> plain lines
+
+    ev = run_cli("eval", str(out), cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    assert "Ankle boot" in ev.stdout and "precision" in ev.stdout
+    assert f"acc {summary['test']['accuracy']:.4f}" in ev.stdout  # eval reproduces the final test metrics
+
+
+def _bad(args, capsys, tmp_path):
+    out = tmp_path / "never"
+    rc = main(["train", *args, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("adaptive-lb: error: ")
+    assert not out.exists(), "nothing may be written on bad input"
+    return err
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["train.epocs=3"], "unknown config key 'train.epocs'"),
+    (["train.epochs=abc"], "train.epochs: expected int"),
+    (["optim.lr=-1"], "optim.lr: -1.0 is out of range"),
+    (["data.heldout_fraction=1.5"], "data.heldout_fraction: 1.5 is out of range"),
+    (["data.name=mnist"], "'mnist' is not one of"),
+    (["model.name=vgg99"], "unknown model 'vgg99'"),
+    (["data.root=/nonexistent/fm"], "Fashion-MNIST files not found"),
+    (["train.device=cuda:7"], "no CUDA GPU is visible"),
+    (["controller.weights=[1, 2]"], "has 2 entries but the data has"),
+])
+def test_bad_config_values(overrides, fragment, capsys, tmp_path):
+    args = [SYNTH, *overrides] if "fm" not in str(overrides) else [SYNTH, "data.name=fashion_mnist", *overrides]
+    assert fragment in _bad(args, capsys, tmp_path)
+
+
+def test_malformed_yaml_and_missing_config(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [\n")
+    assert "not valid YAML" in _bad([str(bad)], capsys, tmp_path)
+    assert "not found" in _bad([str(tmp_path / "none.yaml")], capsys, tmp_path)
+
+
+def test_out_dir_that_is_not_empty_is_refused(capsys, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "precious.txt").write_text("x")
+    assert main(["train", SYNTH, "--out", str(out), "--quiet"]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: None, "does not exist"),
+    (lambda d: d.mkdir(), "is not a run dir"),
+    (lambda d: (d.mkdir(), (d / "config.yaml").write_text("{}\n")), "has no checkpoint.pt"),
+])
+def test_resume_and_eval_on_bad_folders(make, fragment, capsys, tmp_path):
+    folder = tmp_path / "r"
+    make(folder)
+    for argv in (["train", "--resume", str(folder)], ["eval", str(folder)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_config_beside_it(capsys, tmp_path):
+    assert main(["train", SYNTH, "--resume", str(tmp_path)]) == 2
+    assert "drop the config" in capsys.readouterr().err
+
+
+def _popen_train(args, cwd):
+    env_py = [sys.executable, "-m", "adaptive_lb", "train", *args]
+    return subprocess.Popen(env_py, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env())
+
+
+def _wait_for_epochs(out, proc, n, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        metrics = out / "metrics.jsonl"
+        if (out / "checkpoint.pt").exists() and metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    pytest.fail("training did not reach the epoch in time")
+
+
+def _strip(lines):
+    return [{k: v for k, v in json.loads(x).items() if k not in ("time_s", "train_images_per_s")} for x in lines]
+
+
+def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, fmnist_available):
+    args = [FMNIST, "data.subset_per_class=300", "data.test_subset_per_class=100", "train.epochs=5", "--quiet"]
+    full = run_cli("train", *args, "--out", str(tmp_path / "full"), cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+
+    out = tmp_path / "killed"
+    proc = _popen_train([*args, "--out", str(out)], tmp_path)
+    _wait_for_epochs(out, proc, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the run must be killed mid-way for this test to mean anything"
+
+    res = run_cli("train", "--resume", str(out), "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", out))
+    assert a["heldout"] == b["heldout"] and a["test"] == b["test"]
+    full_lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert _strip((out / "metrics.jsonl").read_text().splitlines()) == _strip(full_lines)
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_exits_130(tmp_path):
+    out = tmp_path / "run"
+    proc = _popen_train([SYNTH, "train.epochs=200", "--out", str(out), "--quiet"], tmp_path)
+    _wait_for_epochs(out, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted; checkpoint of epoch" in err and f"--resume {out}" in err
+    assert "Traceback" not in err
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()

@@ -1,0 +1,29 @@
+import io
+
+from rich.console import Console
+
+from adaptive_lb.data import build_data
+from adaptive_lb.progress import PlainProgress, RichProgress, create_progress
+from adaptive_lb.trainer import Trainer
+
+
+def test_rich_live_display_shows_bars_and_per_class_table(make_config):
+    cfg = make_config(train={"epochs": 2})
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=140, color_system=None)
+    Trainer(cfg, build_data(cfg.data, 0), [RichProgress(console)]).fit()
+    text = buf.getvalue()
+    for needle in ("epoch 2/2", "img/s", "held-out TPR", "test TPR", "weight", "aug", "class_3",
+                   "final metrics", "balanced accuracy", "worst-class TPR"):
+        assert needle in text, needle
+
+
+def test_plain_lines_when_piped_or_quiet(make_config):
+    buf = io.StringIO()  # not a terminal
+    assert isinstance(create_progress(False, buf), PlainProgress)
+    cfg = make_config(train={"epochs": 2})
+    Trainer(cfg, build_data(cfg.data, 0), [create_progress(True, buf)]).fit()
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("training small_cnn on synthetic")
+    assert lines[1].startswith("epoch 1/2 loss") and "held-out acc" in lines[1] and "img/s" in lines[1]
+    assert lines[-1].startswith("final test")
