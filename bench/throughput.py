@@ -53,7 +53,7 @@ def hand_loop_epoch(cfg, data, device, channels_last: bool) -> float:
         loss.backward()
         opt.step()
         sched.step()
-    float(loss)  # wait for the device
+    loss.item()  # wait for the device
     return time.perf_counter() - start
 
 
@@ -102,7 +102,7 @@ def main() -> None:
     med = {k: statistics.median(o[k] for o in ours) for k in ours[0]}
     hand_s = statistics.median(hand)
     result = {
-        "command": f"python bench/throughput.py --repeats {args.repeats} " + " ".join(args.overrides),
+        "command": " ".join(["python bench/throughput.py", f"--repeats {args.repeats}", *args.overrides]),
         "machine": machine(), "device": str(device), "channels_last": channels_last,
         "images_per_epoch": n, "batch_size": cfg.train.batch_size, "model": cfg.model.name,
         "hand_loop_s": hand, "trainer": ours,

@@ -19,7 +19,8 @@ QUICK_FMNIST = ["data.subset_per_class=100", "data.test_subset_per_class=50", "t
 
 def test_train_and_eval_on_a_fashion_mnist_subset(tmp_path, fmnist_available):
     out = tmp_path / "run"
-    res = run_cli("train", FMNIST, *QUICK_FMNIST, "train.epochs=2", "--out", str(out), cwd=tmp_path)
+    # an override after the options is accepted too
+    res = run_cli("train", FMNIST, *QUICK_FMNIST, "--out", str(out), "train.epochs=2", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
@@ -41,6 +42,11 @@ def test_train_and_eval_on_a_fashion_mnist_subset(tmp_path, fmnist_available):
     assert ev.returncode == 0, ev.stderr
     assert "Ankle boot" in ev.stdout and "precision" in ev.stdout
     assert f"acc {summary['test']['accuracy']:.4f}" in ev.stdout  # eval reproduces the final test metrics
+    ev = run_cli("eval", str(out), "--split", "heldout", cwd=tmp_path)
+    assert f"acc {summary['heldout']['accuracy']:.4f}" in ev.stdout
+
+    again = run_cli("train", "--resume", str(out), cwd=tmp_path)
+    assert again.returncode == 2 and "already finished all 2 epochs" in again.stderr
 
 
 def _bad(args, capsys, tmp_path):
@@ -155,3 +161,13 @@ def test_ctrl_c_keeps_the_checkpoint_and_exits_130(tmp_path):
     assert "interrupted; checkpoint of epoch" in err and f"--resume {out}" in err
     assert "Traceback" not in err
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+
+
+def test_fetch_reports_local_files(tmp_path, capsys):
+    from test_datasets import write_fake_fashion_mnist
+
+    write_fake_fashion_mnist(tmp_path / "fm")
+    assert main(["fetch", "fashion_mnist", "--root", str(tmp_path / "fm")]) == 0
+    assert "40 train and 20 test images, 10 classes" in capsys.readouterr().out
+    assert main(["fetch", "fashion_mnist", "--root", str(tmp_path / "none")]) == 2
+    assert "Fashion-MNIST files not found" in capsys.readouterr().err
