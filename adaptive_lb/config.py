@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -219,10 +219,3 @@ def dump_config(cfg: RunConfig) -> str:
     """YAML text of the fully resolved config (every field, defaults included)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
-
-def defaults_of(cls: type) -> dict:
-    """Default values of a config dataclass, for docs and tests."""
-    out = {}
-    for f in fields(cls):
-        out[f.name] = f.default if f.default is not MISSING else to_dict(f.default_factory())
-    return out
