@@ -1,0 +1,91 @@
+"""Carve a loaded dataset into the three splits a run uses.
+
+Order matters for honest results: the per-class subset (quick runs) is taken first, then the stratified
+held-out split, and only then the long-tail profile, on the training part alone, so the held-out
+yardstick stays balanced. The test split is never touched except by ``test_subset_per_class``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adaptive_lb.config import DataConfig
+from adaptive_lb.data.datasets import load_dataset
+from adaptive_lb.data.splits import class_counts, long_tail_counts, stratified_heldout, take_per_class
+from adaptive_lb.errors import DataError
+
+
+@dataclass
+class Split:
+    """Images and labels of one split, kept whole (airbench style: no per-sample Python)."""
+
+    x: torch.Tensor  # (N, C, H, W) uint8
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class DataBundle:
+    """The splits of a run plus what the model and metrics need to know about them."""
+
+    train: Split
+    heldout: Split
+    test: Split
+    class_names: tuple[str, ...]
+    mean: torch.Tensor  # (C_in,) per-channel mean of the training part, on the [0, 1] scale
+    std: torch.Tensor   # (C_in,) per-channel std of the training part
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.x.shape[-1]
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        return DataBundle(self.train.to(device), self.heldout.to(device), self.test.to(device),
+                          self.class_names, self.mean.to(device), self.std.to(device))
+
+
+def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+    """Load dataset ``cfg.name`` and carve train / held-out / test splits, deterministically for ``seed``."""
+    raw = load_dataset(cfg, seed)
+    names, num = raw.class_names, len(raw.class_names)
+    for split, y in (("train", raw.y_train), ("test", raw.y_test)):
+        if len(y) == 0 or int(y.min()) < 0 or int(y.max()) >= num:
+            raise DataError(f"{cfg.name}: {split} labels must lie in [0, {num}); the files are damaged")
+    gen = torch.Generator().manual_seed(1_000_003 * (seed + 1))
+    y = raw.y_train
+    pool = torch.arange(len(y))
+    if cfg.subset_per_class:
+        pool = take_per_class(y, [cfg.subset_per_class] * num, gen)
+    tr, ho = stratified_heldout(y[pool], num, cfg.heldout_fraction, cfg.heldout_balanced, gen, names)
+    train_idx, held_idx = pool[tr], pool[ho]
+    if cfg.long_tail != "none":
+        target = long_tail_counts(class_counts(y[train_idx], num).tolist(), cfg.long_tail,
+                                  cfg.imbalance_ratio, cfg.step_minor_fraction)
+        train_idx = train_idx[take_per_class(y[train_idx], target, gen)]
+    test_idx = torch.arange(len(raw.y_test))
+    if cfg.test_subset_per_class:
+        test_idx = take_per_class(raw.y_test, [cfg.test_subset_per_class] * num, gen)
+    missing = [names[c] for c in range(num) if not (raw.y_test[test_idx] == c).any()]
+    if missing:
+        raise DataError(f"{cfg.name}: the test split has no sample of class(es) {', '.join(missing)}: "
+                        "the files are incomplete")
+    x_train = raw.x_train[train_idx]
+    pixels = x_train.transpose(0, 1).reshape(x_train.shape[1], -1).float() / 255  # (C_in, N*H*W)
+    return DataBundle(Split(x_train, y[train_idx]), Split(raw.x_train[held_idx], y[held_idx]),
+                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names,
+                      pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-6))
