@@ -18,6 +18,7 @@ data: $(STAMP)
 	@if [ -f $(FMNIST) ] || [ -f data/train-images-idx3-ubyte.gz ] || [ -f data/FashionMNIST/raw/train-images-idx3-ubyte.gz ]; then \
 		echo "Fashion-MNIST: present"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
 		|| $(VENV)/bin/adaptive-lb fetch fashion_mnist --root data --download; \
 	else \

@@ -132,8 +132,9 @@ class RichProgress(Callback):
 
     def on_epoch_end(self, trainer: Any, record: dict) -> None:
         self.progress.advance(self.epochs)
-        title = (f"epoch {record['epoch']}/{trainer.cfg.train.epochs}  held-out {headline(record['heldout'])}\n"
-                 f"{' ' * (len(str(record['epoch'])) * 2 + 8)}test     {headline(record['test'])}")
+        prefix = f"epoch {record['epoch']}/{trainer.cfg.train.epochs}  "
+        title = (f"{prefix}held-out {headline(record['heldout'])}\n"
+                 f"{' ' * len(prefix)}test     {headline(record['test'])}")
         self.table = per_class_table(trainer.data.class_names, record, title)
         self.live.update(self._view(), refresh=True)
 
