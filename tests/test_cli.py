@@ -171,3 +171,12 @@ def test_fetch_reports_local_files(tmp_path, capsys):
     assert "40 train and 20 test images, 10 classes" in capsys.readouterr().out
     assert main(["fetch", "fashion_mnist", "--root", str(tmp_path / "none")]) == 2
     assert "Fashion-MNIST files not found" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_one_clear_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", SYNTH, "optim.lr=1e8", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adaptive-lb: error: training loss became nan at epoch 1")
+    assert "lower optim.lr" in err and len(err.splitlines()) == 1
+    assert not (out / "summary.json").exists()

@@ -104,9 +104,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, make_config):
     assert len(run.read_metrics()) == 1
 
 
-def test_train_split_confusion_and_device(make_config):
-    cfg = make_config(train={"epochs": 1})
+@pytest.mark.parametrize("amp, channels_last", [("off", "off"), ("bf16", "on")])
+def test_train_split_confusion_and_precision_paths(make_config, amp, channels_last):
+    cfg = make_config(train={"epochs": 1, "amp": amp, "channels_last": channels_last})
     trainer = Trainer(cfg, build_data(cfg.data, 0))
     trainer.fit()
     cm = trainer.confusion("train")
     assert int(cm.sum()) == len(trainer.data.train) and trainer.device.type == "cpu"
+    assert trainer.amp == (amp == "bf16") and trainer.channels_last == (channels_last == "on")
+    assert math.isfinite(trainer.last_record["train_loss"])
