@@ -51,8 +51,3 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.
 def cli_env() -> dict:
     """The environment of CLI subprocesses. Same for every run of a test: CPU results depend on threads."""
     return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture
-def cli():
-    return run_cli

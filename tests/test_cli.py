@@ -66,13 +66,12 @@ def _bad(args, capsys, tmp_path):
     (["data.heldout_fraction=1.5"], "data.heldout_fraction: 1.5 is out of range"),
     (["data.name=mnist"], "'mnist' is not one of"),
     (["model.name=vgg99"], "unknown model 'vgg99'"),
-    (["data.root=/nonexistent/fm"], "Fashion-MNIST files not found"),
+    (["data.name=fashion_mnist", "data.root=/nonexistent/fm"], "Fashion-MNIST files not found"),
     (["train.device=cuda:7"], "no CUDA GPU is visible"),
     (["controller.weights=[1, 2]"], "has 2 entries but the data has"),
 ])
 def test_bad_config_values(overrides, fragment, capsys, tmp_path):
-    args = [SYNTH, *overrides] if "fm" not in str(overrides) else [SYNTH, "data.name=fashion_mnist", *overrides]
-    assert fragment in _bad(args, capsys, tmp_path)
+    assert fragment in _bad([SYNTH, *overrides], capsys, tmp_path)
 
 
 def test_malformed_yaml_and_missing_config(capsys, tmp_path):
