@@ -1,18 +1,29 @@
 """Controllers: per-epoch held-out TPR in, per-class actuator settings out.
 
 A controller is pure (tensors in, action out) and never holds the trainer, like timm's schedulers; the
-trainer applies the action. ``static`` (fixed weights; all ones = ERM) is the only one so far; the closed
-loop adds its controllers to ``CONTROLLERS``.
+trainer applies the action to the next epoch. Registered by name in ``CONTROLLERS``:
+
+- ``static``: fixed weights (all ones = ERM);
+- ``two_pass``: the textbook remedy: a full ERM pass, weights ``W(tpr)`` from its final held-out TPR, then a
+  fresh model trained again with them (``passes = 2``; the trainer restarts the model between passes);
+- ``cdb``: class-wise difficulty-balanced weights ``(1 - tpr)^tau`` recomputed every epoch, undamped;
+- ``damped``: ours, a damped, bounded update of three actuators from the held-out TPR gap
+  ``e_c = (mean(tpr) - tpr_c) / gap_scale`` (positive for hard classes):
+  ``log w <- (1-a) log w + a (log W(tpr) + k_i * sum(e))``, bounded to ``[w_min, w_max]`` with mean 1;
+  ``aug_c <- clip(aug_c + a * g * e_c, 0, 1)``; ``margin_c <- clip(margin_c - a * k_m * e_c, +-margin_max)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import NamedTuple, Protocol
 
 import torch
 
 from adaptive_lb.config import ControllerConfig
-from adaptive_lb.errors import ConfigError
+from adaptive_lb.errors import ConfigError, DataError
+from adaptive_lb.weighting import TPR_WEIGHTS, bounded_mean_one
 
 
 class ControlAction(NamedTuple):
@@ -20,11 +31,13 @@ class ControlAction(NamedTuple):
 
     class_weights: torch.Tensor  # (C,) finite, > 0, mean 1
     aug_intensity: torch.Tensor  # (C,) in [0, 1]; 0 = no augmentation
-    logit_margin: torch.Tensor   # (C,) added to training logits; 0 when unused
+    logit_margin: torch.Tensor   # (C,) added to training logits (negative = handicap); 0 when unused
 
 
 class Controller(Protocol):
     """Per-epoch update from held-out TPR ``(C,)`` and held-out class counts ``(C,)``."""
+
+    passes: int  # full training runs; the trainer starts a fresh model for each
 
     def initial(self) -> ControlAction: ...
     def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction: ...
@@ -37,10 +50,28 @@ def neutral_action(num_classes: int) -> ControlAction:
     return ControlAction(torch.ones(num_classes), torch.zeros(num_classes), torch.zeros(num_classes))
 
 
+def check_measurement(tpr: torch.Tensor, counts: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Validate held-out TPR ``(C,)``: finite, in [0, 1], every class measured. Returns it as float64."""
+    if tpr.shape != (num_classes,) or counts.shape != (num_classes,):
+        raise DataError(f"controller got TPR of shape {tuple(tpr.shape)} and counts {tuple(counts.shape)}; "
+                        f"expected ({num_classes},) each: the data and the controller disagree on classes")
+    empty = [c for c in range(num_classes) if not counts[c] > 0]
+    if empty:
+        raise DataError(f"class(es) {empty} have no held-out images, so their TPR cannot be measured: "
+                        "raise data.heldout_fraction or data.subset_per_class")
+    bad = [c for c in range(num_classes) if not 0.0 <= float(tpr[c]) <= 1.0]  # also catches NaN
+    if bad:
+        raise DataError(f"held-out TPR of class(es) {bad} is {[float(tpr[c]) for c in bad]}, not in [0, 1]")
+    return tpr.double()
+
+
 class StaticController:
     """Fixed per-class weights (normalised to mean 1), whatever the TPR; all ones is ERM."""
 
+    passes = 1
+
     def __init__(self, num_classes: int, weights: tuple[float, ...] = ()) -> None:
+        self.num_classes = num_classes
         if weights and len(weights) != num_classes:
             raise ConfigError(f"controller.weights has {len(weights)} entries but the data has {num_classes} "
                               "classes: give one weight per class or [] for all ones")
@@ -51,6 +82,7 @@ class StaticController:
         return self.action
 
     def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
+        check_measurement(tpr, counts, self.num_classes)  # same contract as the others, though unused
         return self.action
 
     def state_dict(self) -> dict:
@@ -60,11 +92,95 @@ class StaticController:
         pass
 
 
-CONTROLLERS = {"static": lambda cfg, num_classes: StaticController(num_classes, cfg.weights)}
+class TwoPassController:
+    """Algorithm 1 of the seed paper: ERM for a pass, then ``W(tpr)`` of its final held-out TPR for pass 2."""
+
+    passes = 2
+
+    def __init__(self, num_classes: int, cfg: ControllerConfig, epochs_per_pass: int) -> None:
+        self.cfg, self.num_classes, self.epochs_per_pass = cfg, num_classes, epochs_per_pass
+        self.action = neutral_action(num_classes)
+
+    def initial(self) -> ControlAction:
+        return self.action
+
+    def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
+        tpr = check_measurement(tpr, counts, self.num_classes)
+        if epoch == self.epochs_per_pass - 1:  # end of the first pass: fix the weights for the second
+            w = TPR_WEIGHTS[self.cfg.weight_fn](tpr, self.cfg.exponent)
+            w = bounded_mean_one(w, self.cfg.w_min, self.cfg.w_max).float()
+            self.action = self.action._replace(class_weights=w)
+        return self.action
+
+    def state_dict(self) -> dict:
+        return {"class_weights": self.action.class_weights.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.action = self.action._replace(class_weights=state["class_weights"].clone())
 
 
-def create_controller(cfg: ControllerConfig, num_classes: int) -> Controller:
-    """Build controller ``cfg.name`` for ``num_classes`` classes."""
+class DampedController:
+    """The closed loop (see the module docstring); ``cdb`` is this with damping 1 and weights only."""
+
+    passes = 1
+
+    def __init__(self, num_classes: int, cfg: ControllerConfig) -> None:
+        self.cfg, self.num_classes = cfg, num_classes
+        self.log_w = torch.zeros(num_classes, dtype=torch.float64)     # (C,) log class weights
+        self.aug = torch.full((num_classes,), cfg.aug_init, dtype=torch.float64)  # (C,) intensities
+        self.margin = torch.zeros(num_classes, dtype=torch.float64)    # (C,) logit offsets
+        self.integral = torch.zeros(num_classes, dtype=torch.float64)  # (C,) accumulated normalised gap
+        # anti-windup: past this the integral alone already pins a weight to its bound
+        self.integral_max = math.log(cfg.w_max / cfg.w_min) / cfg.integral_gain if cfg.integral_gain else 0.0
+
+    def initial(self) -> ControlAction:
+        return self._action()
+
+    def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
+        tpr = check_measurement(tpr, counts, self.num_classes)
+        c = self.cfg
+        if epoch < c.warmup_epochs:
+            return self._action()
+        gap = (tpr.mean() - tpr) / c.gap_scale  # (C,) > 0 for classes below the mean
+        self.integral = (self.integral + gap).clamp(-self.integral_max, self.integral_max)
+        target = TPR_WEIGHTS[c.weight_fn](tpr, c.exponent).clamp(c.w_min, c.w_max).log()
+        log_w = (1 - c.damping) * self.log_w + c.damping * (target + c.integral_gain * self.integral)
+        self.log_w = bounded_mean_one(log_w.clamp(-50, 50).exp(), c.w_min, c.w_max).log()
+        self.aug = (self.aug + c.damping * c.aug_gain * gap).clamp(0, 1)
+        margin = self.margin - c.damping * c.margin_gain * gap
+        self.margin = (margin - margin.mean()).clamp(-c.margin_max, c.margin_max)
+        return self._action()
+
+    def _action(self) -> ControlAction:
+        return ControlAction(self.log_w.exp().float(), self.aug.float(), self.margin.float())
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k).clone() for k in ("log_w", "aug", "margin", "integral")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("log_w", "aug", "margin", "integral"):
+            setattr(self, k, state[k].clone().double())
+
+
+def _cdb(cfg: ControllerConfig, num_classes: int, epochs: int) -> DampedController:
+    """The published CDB baseline: weights ``(1 - tpr)^tau`` every epoch, no damping, no other actuator."""
+    return DampedController(num_classes, dataclasses.replace(cfg, weight_fn="cdb", damping=1.0, integral_gain=0.0,
+                                                              aug_gain=0.0, margin_gain=0.0))
+
+
+CONTROLLERS = {
+    "static": lambda cfg, num_classes, epochs: StaticController(num_classes, cfg.weights),
+    "two_pass": lambda cfg, num_classes, epochs: TwoPassController(num_classes, cfg, epochs),
+    "cdb": _cdb,
+    "damped": lambda cfg, num_classes, epochs: DampedController(num_classes, cfg),
+}
+
+
+def create_controller(cfg: ControllerConfig, num_classes: int, epochs: int) -> Controller:
+    """Build controller ``cfg.name`` for ``num_classes`` classes and ``epochs`` epochs per pass."""
     if cfg.name not in CONTROLLERS:
         raise ConfigError(f"controller.name: unknown controller '{cfg.name}'; use one of {', '.join(CONTROLLERS)}")
-    return CONTROLLERS[cfg.name](cfg, num_classes)
+    if cfg.weight_fn not in TPR_WEIGHTS:
+        raise ConfigError(f"controller.weight_fn: unknown weight function '{cfg.weight_fn}'; "
+                          f"use one of {', '.join(TPR_WEIGHTS)}")
+    return CONTROLLERS[cfg.name](cfg, num_classes, epochs)
