@@ -34,8 +34,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "and --out")
         run = RunDir.open(args.resume)
         cfg, state = run.config(), run.load_checkpoint()
-        if state["epoch"] >= cfg.train.epochs:
-            raise RunDirError(f"'{run.path}' already finished all {cfg.train.epochs} epochs: nothing to resume")
     else:
         if not args.config:
             raise UserError("train needs a config file, e.g. 'adaptive-lb train configs/fashion_mnist.yaml'")
@@ -43,6 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Everything that can fail on bad input happens before the run dir is written.
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     if args.resume:
+        if state["epoch"] >= trainer.total_epochs:
+            raise RunDirError(f"'{run.path}' already finished all {trainer.total_epochs} epochs: nothing to resume")
         trainer.load_state_dict(state)
         run.trim_metrics(trainer.epoch)
         if state.get("threads", torch.get_num_threads()) != torch.get_num_threads():

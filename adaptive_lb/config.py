@@ -9,6 +9,7 @@ documentation cannot drift apart.
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -92,12 +93,37 @@ class TrainConfig:
     threads: int = knob(0, ge=0)                 # CPU threads for torch; 0 = torch's default
 
 
+AUG_OPS = ("flip", "affine", "brightness_contrast", "erasing", "noise")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Per-class augmentation: the controller sets each class's intensity in [0, 1]; 0 = none."""
+
+    backend: str = knob("tensor", choices=("tensor", "albumentations"))  # tensor: batched on the training
+    # device (fast path); albumentations: per sample on CPU in DataLoader workers
+    ops: tuple[str, ...] = AUG_OPS   # ops applied, each scaled by the intensity (adaptive_lb/augment/table.py)
+    workers: int = knob(2, ge=0)     # DataLoader worker processes for the albumentations backend (0 = main)
+
+
 @dataclass(frozen=True)
 class ControllerConfig:
-    """What sets the per-class loss weights each epoch (the closed loop plugs in here)."""
+    """What sets per-class loss weights, augmentation intensities and logit margins each epoch."""
 
-    name: str = knob("static", choices=("static",))
+    name: str = knob("static", choices=("static", "two_pass", "cdb", "damped"))
     weights: tuple[float, ...] = ()  # fixed per-class loss weights for `static`, > 0; () = all ones (ERM)
+    weight_fn: str = knob("power_ratio", choices=("power_ratio", "cdb", "exp_gap"))  # target W(tpr)
+    exponent: float = knob(1.0, ge=0.0)       # p of power_ratio, tau of cdb, k of exp_gap (see weighting.py)
+    damping: float = knob(0.5, gt=0.0, le=1.0)  # alpha: share of the step towards the target per epoch (1 = none)
+    w_min: float = knob(0.2, gt=0.0)          # lower bound on a class weight; weights have mean 1, so <= 1
+    w_max: float = knob(5.0, gt=0.0)          # upper bound on a class weight, >= 1
+    warmup_epochs: int = knob(1, ge=0)        # epochs trained with the initial action before the first update
+    integral_gain: float = knob(0.0, ge=0.0)  # k_i: log-weight added per unit of accumulated normalised gap
+    gap_scale: float = knob(0.05, gt=0.0)     # TPR gap that counts as one unit of error (held-out noise ~0.016)
+    aug_gain: float = 0.0                     # g: intensity step per unit gap; > 0 = more aug for hard classes
+    aug_init: float = knob(0.0, ge=0.0, le=1.0)  # starting intensity of every class
+    margin_gain: float = knob(0.0, ge=0.0)    # logit-offset step per unit gap (hard classes get lower train logits)
+    margin_max: float = knob(2.0, gt=0.0)     # |offset| bound, in logits
 
 
 @dataclass(frozen=True)
@@ -110,27 +136,66 @@ class RunConfig:
     optim: OptimConfig = knob(OptimConfig())
     train: TrainConfig = knob(TrainConfig())
     controller: ControllerConfig = knob(ControllerConfig())
+    augment: AugmentConfig = knob(AugmentConfig())
 
     def __post_init__(self) -> None:
-        if any(not (w > 0 and w < float("inf")) for w in self.controller.weights):
+        c = self.controller
+        if any(not (w > 0 and w < float("inf")) for w in c.weights):
             raise ConfigError("controller.weights: every weight must be finite and > 0")
+        if not all(math.isfinite(v) for v in (c.exponent, c.integral_gain, c.gap_scale, c.aug_gain, c.margin_gain,
+                                               c.margin_max, c.w_max)):
+            raise ConfigError("controller: exponent, gains, gap_scale, w_max and margin_max must be finite numbers")
+        if c.w_min > c.w_max:
+            raise ConfigError(f"controller.w_min ({c.w_min}) is above controller.w_max ({c.w_max}): swap them")
+        if not c.w_min <= 1.0 <= c.w_max:
+            raise ConfigError(f"controller.w_min ({c.w_min}) must be <= 1 <= controller.w_max ({c.w_max}): "
+                              "weights are renormalised to mean 1")
+        unknown = [op for op in self.augment.ops if op not in AUG_OPS]
+        if unknown:
+            raise ConfigError(f"augment.ops: unknown op(s) {', '.join(unknown)}; use any of {', '.join(AUG_OPS)}")
 
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config, apply dotted ``key=value`` overrides, validate, return a ``RunConfig``."""
-    path = Path(path)
+    """Read a YAML config, apply dotted ``key=value`` overrides, validate, return a ``RunConfig``.
+
+    A file may start from another with ``base: other.yaml`` (path relative to the file); its own keys win.
+    """
+    raw = _read_yaml(Path(path))
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(RunConfig, raw)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's mapping, merged over its ``base`` chain."""
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found: pass a YAML file such as configs/fashion_mnist.yaml")
+        what = f"base config '{path}' (named in {seen[-1]})" if seen else f"config file '{path}'"
+        raise ConfigError(f"{what} not found: pass a YAML file such as configs/fashion_mnist.yaml")
+    if path.resolve() in seen:
+        raise ConfigError(f"config file '{path}' is its own base (a base: cycle): remove one base: line")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config file '{path}' is not valid YAML{where}: fix the syntax there") from None
-    for item in overrides:
-        apply_override(raw, item)
-    return from_dict(RunConfig, raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (data:, model:, train:, ...)")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
+    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), raw)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, section by section (nested mappings merge, everything else is replaced)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def apply_override(raw: dict, item: str) -> None:

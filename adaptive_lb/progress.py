@@ -26,19 +26,20 @@ def headline(block: dict) -> str:
 
 
 def per_class_table(class_names: Sequence[str], record: dict, title: str = "") -> Any:
-    """rich Table: class, held-out TPR (bar), test TPR, loss weight, augmentation intensity."""
+    """rich Table: class, held-out TPR (bar), test TPR, and the actuators applied: weight, aug, logit offset."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=title, title_justify="left", expand=False)
-    for col in ("class", "held-out TPR", "", "test TPR", "weight", "aug"):
+    for col in ("class", "held-out TPR", "", "test TPR", "weight", "aug", "offset"):
         table.add_column(col, justify="left" if col in ("class", "") else "right")
     held, test = record["heldout"]["tpr"], record["test"]["tpr"]
     for c, name in enumerate(class_names):
         bar = Text("█" * round(held[c] * BAR_WIDTH), style=tpr_style(held[c]))
         table.add_row(name, Text(f"{held[c]:.3f}", style=tpr_style(held[c])), bar,
                       Text(f"{test[c]:.3f}", style=tpr_style(test[c])),
-                      f"{record['class_weights'][c]:.3f}", f"{record['aug_intensity'][c]:.2f}")
+                      f"{record['class_weights'][c]:.3f}", f"{record['aug_intensity'][c]:.2f}",
+                      f"{record['logit_margin'][c]:+.2f}")
     return table
 
 
@@ -111,7 +112,7 @@ class RichProgress(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         from rich.live import Live
 
-        epochs = trainer.cfg.train.epochs
+        epochs = trainer.total_epochs
         self.epochs = self.progress.add_task("epochs", total=epochs, completed=trainer.epoch, rate="")
         self.batches = self.progress.add_task("epoch", total=len(trainer.data.train), rate="")
         if trainer.last_record:
@@ -121,7 +122,7 @@ class RichProgress(Callback):
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.progress.reset(self.batches, total=len(trainer.data.train),
-                            description=f"epoch {epoch + 1}/{trainer.cfg.train.epochs}", rate="")
+                            description=f"epoch {epoch + 1}/{trainer.total_epochs}", rate="")
 
     def on_train_batch_end(self, trainer: Any, batch: int, images: int) -> None:
         self.progress.update(self.batches, completed=images)
@@ -132,7 +133,7 @@ class RichProgress(Callback):
 
     def on_epoch_end(self, trainer: Any, record: dict) -> None:
         self.progress.advance(self.epochs)
-        prefix = f"epoch {record['epoch']}/{trainer.cfg.train.epochs}  "
+        prefix = f"epoch {record['epoch']}/{trainer.total_epochs}  "
         title = (f"{prefix}held-out {headline(record['heldout'])}\n"
                  f"{' ' * len(prefix)}test     {headline(record['test'])}")
         self.table = per_class_table(trainer.data.class_names, record, title)
@@ -160,19 +161,22 @@ class PlainProgress(Callback):
         d, cfg = trainer.data, trainer.cfg
         self._print(f"training {cfg.model.name} on {cfg.data.name}: {len(d.train)} train / {len(d.heldout)} "
                     f"held-out / {len(d.test)} test images, {d.num_classes} classes, device {trainer.device}, "
-                    f"epochs {trainer.epoch + 1}..{cfg.train.epochs}")
+                    f"epochs {trainer.epoch + 1}..{trainer.total_epochs}")
 
     def on_epoch_end(self, trainer: Any, record: dict) -> None:
         t = record["time_s"]
-        self._print(f"epoch {record['epoch']}/{trainer.cfg.train.epochs} loss {record['train_loss']:.4f} "
+        self._print(f"epoch {record['epoch']}/{trainer.total_epochs} loss {record['train_loss']:.4f} "
                     f"lr {record['lr']:.4g} | held-out {headline(record['heldout'])} | test "
                     f"{headline(record['test'])} | {record['train_images_per_s']:,.0f} img/s, "
                     f"{sum(t.values()):.1f}s")
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
-        self._print("class                held-out TPR  test TPR")
+        rec = trainer.last_record
+        self._print("class                held-out TPR  test TPR  weight   aug  offset")
         for c, name in enumerate(summary["class_names"]):
-            self._print(f"{name:<20} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f}")
+            self._print(f"{name:<20} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f} "
+                        f"{rec['class_weights'][c]:>7.3f} {rec['aug_intensity'][c]:>5.2f} "
+                        f"{rec['logit_margin'][c]:>+7.2f}")
         self._print(f"final held-out {headline(summary['heldout'])}")
         self._print(f"final test     {headline(summary['test'])}")
 

@@ -12,9 +12,11 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 
+from adaptive_lb.augment import TensorAugmenter
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
 from adaptive_lb.controllers import ControlAction, create_controller
@@ -24,6 +26,9 @@ from adaptive_lb.losses import weighted_cross_entropy
 from adaptive_lb.metrics import confusion_matrix, summarize
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler
+
+if TYPE_CHECKING:
+    from adaptive_lb.augment.albu import AlbumentationsLoader
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "tpr", "tpr_std", "tpr_var", "worst_tpr", "worst_class",
                 "tpr_gap")
@@ -64,20 +69,35 @@ class Trainer:
         # measured: channels_last is ~25 % faster for the small CNN on CPU too (bench/README.md)
         self.channels_last = t.channels_last == "on" or (t.channels_last == "auto" and self.device.type != "mps")
         self.data = data.to(self.device)
-        torch.manual_seed(t.seed)
-        self.model = create_model(cfg.model, data.in_channels, data.num_classes).to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.loaders = {name: BatchLoader(getattr(self.data, name), self.data.mean, self.data.std,
-                                          t.batch_size if name == "train" else t.eval_batch_size,
-                                          self.channels_last)
-                        for name in ("train", "heldout", "test")}
-        self.optimizer = create_optimizer(cfg.optim, self.model)
-        self.scheduler = create_scheduler(cfg.optim, self.optimizer, t.epochs, len(self.loaders["train"]))
-        self.controller = create_controller(cfg.controller, data.num_classes)
+                                          t.eval_batch_size, self.channels_last) for name in ("heldout", "test")}
+        self.loaders["train"] = self._train_loader()
+        self.controller = create_controller(cfg.controller, data.num_classes, t.epochs)
+        self.total_epochs = t.epochs * self.controller.passes
         self.action = self._on_device(self.controller.initial())
-        self.epoch = 0             # completed epochs
+        self._fresh_model()
+        self.epoch = 0             # completed epochs, over all passes
         self.last_record: dict = {}  # metrics of the last completed epoch
+        self.pass_summaries: list[dict] = []  # final metrics of each finished pass but the last
+
+    def _train_loader(self) -> BatchLoader | AlbumentationsLoader:
+        t, a = self.cfg.train, self.cfg.augment
+        if a.backend == "albumentations":
+            from adaptive_lb.augment.albu import AlbumentationsLoader
+
+            return AlbumentationsLoader(self.data.train, self.data.mean, self.data.std, t.batch_size,
+                                        self.channels_last, self.device, a.ops, self.data.num_classes, a.workers)
+        return BatchLoader(self.data.train, self.data.mean, self.data.std, t.batch_size, self.channels_last,
+                           TensorAugmenter(a.ops))
+
+    def _fresh_model(self) -> None:
+        """Model, optimiser and schedule as at the start of a pass: same seed, so every pass starts alike."""
+        torch.manual_seed(self.cfg.train.seed)
+        model = create_model(self.cfg.model, self.data.in_channels, self.data.num_classes).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.optimizer = create_optimizer(self.cfg.optim, self.model)
+        self.scheduler = create_scheduler(self.cfg.optim, self.optimizer, self.cfg.train.epochs,
+                                          len(self.loaders["train"]))
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -85,7 +105,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
-            while self.epoch < self.cfg.train.epochs:
+            while self.epoch < self.total_epochs:
                 record = self.run_epoch()
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, record)
@@ -100,7 +120,10 @@ class Trainer:
 
     def run_epoch(self) -> dict:
         """Train one epoch, evaluate, update the controller; return the epoch's record."""
-        epoch = self.epoch
+        epoch, per_pass = self.epoch, self.cfg.train.epochs
+        if epoch and epoch % per_pass == 0:  # a new pass (two_pass): keep the last pass's result, start afresh
+            self.pass_summaries.append({k: self.last_record[k] for k in ("heldout", "test", "class_weights")})
+            self._fresh_model()
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
         applied = self.action
@@ -118,7 +141,8 @@ class Trainer:
         t4 = time.perf_counter()
         self.epoch += 1
         self.last_record = {
-            "epoch": self.epoch, "train_loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch": self.epoch, "pass": epoch // per_pass + 1, "train_loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
             "heldout": {k: held[k] for k in SUMMARY_KEYS}, "test": {k: test[k] for k in SUMMARY_KEYS},
             "class_weights": applied.class_weights.tolist(), "aug_intensity": applied.aug_intensity.tolist(),
             "logit_margin": applied.logit_margin.tolist(),
@@ -132,11 +156,11 @@ class Trainer:
         torch.manual_seed(epoch_seed(self.cfg.train.seed, epoch))
         gen = torch.Generator().manual_seed(epoch_seed(self.cfg.train.seed, epoch))
         self.model.train()
-        w, margin = self.action.class_weights, self.action.logit_margin
+        w, margin = self.action.class_weights, self.action.logit_margin  # (C,), (C,)
         loss_sum = torch.zeros((), device=self.device)
         images, log_every = 0, self.cfg.train.log_every
         last = len(self.loaders["train"]) - 1
-        for i, (xb, yb) in enumerate(self.loaders["train"].batches(gen)):
+        for i, (xb, yb) in enumerate(self.loaders["train"].batches(gen, self.action.aug_intensity)):
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
             loss = weighted_cross_entropy(logits + margin, yb, w)
@@ -171,8 +195,11 @@ class Trainer:
     def summary(self) -> dict:
         """Final held-out and test metrics of the last epoch (the model that is saved)."""
         rec = self.last_record
-        return {"epochs": self.epoch, "class_names": list(self.data.class_names), "heldout": rec["heldout"],
-                "test": rec["test"], "device": str(self.device)}
+        out = {"epochs": self.epoch, "class_names": list(self.data.class_names), "heldout": rec["heldout"],
+               "test": rec["test"], "device": str(self.device)}
+        if self.pass_summaries:
+            out["earlier_passes"] = self.pass_summaries
+        return out
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -180,6 +207,7 @@ class Trainer:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "controller": self.controller.state_dict(),
                 "action": [t.cpu() for t in self.action], "last_record": self.last_record,
+                "pass_summaries": self.pass_summaries,
                 "threads": torch.get_num_threads()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -189,6 +217,7 @@ class Trainer:
         self.controller.load_state_dict(state["controller"])
         self.action = self._on_device(ControlAction(*state["action"]))
         self.epoch, self.last_record = state["epoch"], state["last_record"]
+        self.pass_summaries = state["pass_summaries"]
 
     # ------------------------------------------------------------------------------------------ helpers
     def _autocast(self):

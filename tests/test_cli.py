@@ -69,6 +69,11 @@ def _bad(args, capsys, tmp_path):
     (["data.name=fashion_mnist", "data.root=/nonexistent/fm"], "Fashion-MNIST files not found"),
     (["train.device=cuda:7"], "no CUDA GPU is visible"),
     (["controller.weights=[1, 2]"], "has 2 entries but the data has"),
+    (["controller.damping=0"], "controller.damping: 0.0 is out of range"),
+    (["controller.w_min=0.9", "controller.w_max=0.5"], "is above controller.w_max"),
+    (["controller.name=pid"], "'pid' is not one of"),
+    (["controller.weight_fn=softmax"], "'softmax' is not one of"),
+    (["data.synthetic.per_class=4", "data.heldout_fraction=0.01"], "held-out"),
 ])
 def test_bad_config_values(overrides, fragment, capsys, tmp_path):
     assert fragment in _bad([SYNTH, *overrides], capsys, tmp_path)

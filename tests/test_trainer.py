@@ -76,21 +76,58 @@ def test_same_seed_same_run_other_seed_other_run(make_config):
     assert runs[0]["test"] != runs[2]["test"]
 
 
-@pytest.mark.parametrize("controller", [{}, {"weights": [0.5, 1.0, 1.5, 2.0]}])
-def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, controller):
-    cfg = make_config(controller=controller)
+LOOP = {"name": "damped", "warmup_epochs": 0, "aug_gain": 2.0, "margin_gain": 0.5, "integral_gain": 0.1}
+
+
+@pytest.mark.parametrize("controller, augment, stop", [
+    ({}, {}, 2),
+    ({"weights": [0.5, 1.0, 1.5, 2.0]}, {}, 2),
+    (LOOP, {}, 2),
+    (LOOP, {"backend": "albumentations", "workers": 0}, 1),
+    ({"name": "cdb"}, {}, 2),
+    ({"name": "two_pass"}, {}, 3),  # stop at the pass boundary: the resumed run must start the fresh model
+])
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, controller, augment, stop):
+    cfg = make_config(controller=controller, augment=augment)
     data = build_data(cfg.data, cfg.train.seed)
     full_dir = RunDir.create(tmp_path / "full", cfg)
     full = Trainer(cfg, data, [RunDirWriter(full_dir)]).fit()
 
     part_dir = RunDir.create(tmp_path / "part", cfg)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, data, [RunDirWriter(part_dir), StopAfter(2)]).fit()
+        Trainer(cfg, data, [RunDirWriter(part_dir), StopAfter(stop)]).fit()
     resumed = Trainer(cfg, data, [RunDirWriter(part_dir)])
     resumed.load_state_dict(part_dir.load_checkpoint())
-    assert resumed.epoch == 2
+    assert resumed.epoch == stop
     assert resumed.fit() == full
     assert strip_timing(part_dir.read_metrics()) == strip_timing(full_dir.read_metrics())
+
+
+@pytest.mark.parametrize("augment", [{}, {"backend": "albumentations", "workers": 0}])
+def test_closed_loop_moves_every_actuator_and_logs_it(make_config, augment):
+    cfg = make_config(controller=LOOP, augment=augment, train={"epochs": 3})
+    trainer = Trainer(cfg, build_data(cfg.data, 0))
+    trainer.fit()
+    rec = trainer.last_record  # the action applied in the last epoch came from earlier held-out TPRs
+    assert len(set(rec["class_weights"])) > 1 and abs(sum(rec["class_weights"]) / 4 - 1) < 1e-5
+    assert max(rec["aug_intensity"]) > 0 and all(0 <= a <= 1 for a in rec["aug_intensity"])
+    assert max(map(abs, rec["logit_margin"])) > 0
+
+
+def test_two_pass_trains_two_fresh_models_and_records_both(make_config):
+    cfg = make_config(controller={"name": "two_pass"}, train={"epochs": 2})
+    rec = Recorder()
+    trainer = Trainer(cfg, build_data(cfg.data, 0), [rec])
+    first_model = trainer.model
+    summary = trainer.fit()
+    assert trainer.total_epochs == 4 and summary["epochs"] == 4 and trainer.model is not first_model
+    assert [c for c in rec.calls if c.startswith("epoch_end")] == [f"epoch_end:{e}" for e in range(1, 5)]
+    (first,) = summary["earlier_passes"]
+    assert first["class_weights"] == [1.0] * 4  # pass 1 is ERM
+    assert trainer.last_record["pass"] == 2 and len(set(trainer.last_record["class_weights"])) > 1
+    # pass 2 restarted from the same initialisation as pass 1, so only the weights differ
+    again = Trainer(make_config(train={"epochs": 2}), build_data(cfg.data, 0)).fit()
+    assert again["test"] == first["test"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, make_config):
