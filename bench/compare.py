@@ -1,0 +1,139 @@
+"""Method comparison on full Fashion-MNIST: every method, same model and epochs, several seeds.
+
+Each (method, seed) is one ``adaptive-lb train`` run (one CPU thread each, ``--jobs`` at a time); the
+summaries are then reduced to mean +- std over seeds. Finished runs are reused, so an interrupted
+benchmark continues where it stopped.
+
+    .venv/bin/python bench/compare.py --seeds 0 1 2 --jobs 2 --out bench/results/compare_fashion_mnist
+
+Writes ``<out>.json`` (every run's numbers and per-epoch trajectories) and ``<out>.md`` (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# method -> (config, overrides); all start from configs/fashion_mnist.yaml (same data, model, budget)
+METHODS = {
+    "erm": ("configs/fashion_mnist_erm.yaml", []),
+    "two_pass": ("configs/fashion_mnist_two_pass.yaml", []),
+    "cdb": ("configs/fashion_mnist_cdb.yaml", []),
+    "damped_weights": ("configs/fashion_mnist.yaml", ["controller.margin_gain=0", "controller.aug_gain=0"]),
+    "damped_weights_aug": ("configs/fashion_mnist.yaml", ["controller.margin_gain=0"]),
+    "damped_all": ("configs/fashion_mnist.yaml", []),
+}
+METRICS = ("accuracy", "balanced_accuracy", "tpr_std", "worst_tpr")
+
+
+def run_one(method: str, seed: int, runs: Path, extra: list[str]) -> Path:
+    """Train (method, seed) unless its summary.json exists; return the run dir."""
+    out = runs / method / f"seed{seed}"
+    if (out / "summary.json").is_file():
+        return out
+    config, overrides = METHODS[method]
+    args = [sys.executable, "-m", "adaptive_lb", "train", str(ROOT / config), *overrides, *extra,
+            f"train.seed={seed}", "train.threads=1", "--quiet"]
+    if (out / "checkpoint.pt").is_file():
+        args = [sys.executable, "-m", "adaptive_lb", "train", "--resume", str(out), "--quiet"]
+    else:
+        args += ["--out", str(out)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(runs / method / f"seed{seed}.log", "a") as log:
+        subprocess.run(args, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return out
+
+
+def read_run(path: Path) -> dict:
+    """Final test metrics, per-epoch trajectory and the controller's share of epoch time for one run."""
+    summary = json.loads((path / "summary.json").read_text())
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time_s"] for r in records]
+    epoch_s = sum(sum(t.values()) for t in times)
+    control_s = sum(t["heldout_eval"] + t["control"] for t in times)
+    return {
+        "test": {k: summary["test"][k] for k in (*METRICS, "tpr", "worst_class")},
+        "heldout": {k: summary["heldout"][k] for k in METRICS},
+        "class_names": summary["class_names"],
+        "controller_share": control_s / epoch_s,
+        "epoch_s": epoch_s / len(records),
+        "trajectory": [{"epoch": r["epoch"], "heldout_tpr_std": r["heldout"]["tpr_std"],
+                        "test_tpr_std": r["test"]["tpr_std"], "test_accuracy": r["test"]["accuracy"],
+                        "class_weights": r["class_weights"], "aug_intensity": r["aug_intensity"],
+                        "logit_margin": r["logit_margin"]} for r in records],
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    """Markdown table of mean +- std over seeds of the final test metrics."""
+    lines = ["| method | seeds | test accuracy | balanced acc. | TPR std | worst-class TPR | worst class | "
+             "controller share of epoch |", "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for method, runs in results.items():
+        cells = []
+        for key in METRICS:
+            m, s = mean_std([r["test"][key] for r in runs])
+            cells.append(f"{m:.4f} ± {s:.4f}")
+        worst = sorted({r["test"]["worst_class"] for r in runs})
+        share = statistics.fmean(r["controller_share"] for r in runs)
+        lines.append(f"| {method} | {len(runs)} | {' | '.join(cells)} | {', '.join(worst)} | {share:.1%} |")
+    return "\n".join(lines)
+
+
+def per_class(results: dict[str, list[dict]]) -> str:
+    """Markdown table of mean per-class test TPR over seeds."""
+    names = next(iter(results.values()))[0]["class_names"]
+    lines = ["| class | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+    for c, name in enumerate(names):
+        row = [f"{statistics.fmean(r['test']['tpr'][c] for r in runs):.3f}" for runs in results.values()]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one CPU thread)")
+    parser.add_argument("--runs", default="runs/bench_compare", help="folder for the run dirs")
+    parser.add_argument("--out", default="bench/results/compare_fashion_mnist")
+    parser.add_argument("overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.epochs=2")
+    args = parser.parse_args()
+    runs = (ROOT / args.runs).resolve()
+    start = time.perf_counter()
+    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        dirs = list(pool.map(lambda job: run_one(*job, runs, args.overrides), jobs))
+    results: dict[str, list[dict]] = {m: [] for m in args.methods}
+    for (method, _), path in zip(jobs, dirs, strict=True):
+        results[method].append(read_run(path))
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads 1 per run, {args.jobs} runs at a time"
+    command = " ".join(["python bench/compare.py", *sys.argv[1:]])
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "seeds": args.seeds,
+                                                    "methods": {m: METHODS[m] for m in args.methods},
+                                                    "results": results}, indent=1))
+    text = (f"# Fashion-MNIST method comparison\n\n`{command}`  \n{machine}; wall time "
+            f"{(time.perf_counter() - start) / 60:.1f} min (runs already present are reused).\n\n"
+            f"Final test metrics, mean ± std over seeds {args.seeds}:\n\n{table(results)}\n\n"
+            f"Mean per-class test TPR:\n\n{per_class(results)}\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
