@@ -118,11 +118,11 @@ class ControllerConfig:
     w_min: float = knob(0.2, gt=0.0)          # lower bound on a class weight; weights have mean 1, so <= 1
     w_max: float = knob(5.0, gt=0.0)          # upper bound on a class weight, >= 1
     warmup_epochs: int = knob(1, ge=0)        # epochs trained with the initial action before the first update
-    integral_gain: float = knob(0.0, ge=0.0)  # k_i: log-weight added per unit of accumulated normalised gap
+    integral_gain: float = knob(0.0, ge=0.0)  # k_i: weight of the accumulated gap (log-weight per unit; margins too)
     gap_scale: float = knob(0.05, gt=0.0)     # TPR gap that counts as one unit of error (held-out noise ~0.016)
     aug_gain: float = 0.0                     # g: intensity step per unit gap; > 0 = more aug for hard classes
     aug_init: float = knob(0.0, ge=0.0, le=1.0)  # starting intensity of every class
-    margin_gain: float = knob(0.0, ge=0.0)    # logit-offset step per unit gap (hard classes get lower train logits)
+    margin_gain: float = knob(0.0, ge=0.0)    # target logit offset per unit gap (hard classes: lower train logits)
     margin_max: float = knob(2.0, gt=0.0)     # |offset| bound, in logits
 
 

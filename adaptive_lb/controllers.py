@@ -10,7 +10,8 @@ trainer applies the action to the next epoch. Registered by name in ``CONTROLLER
 - ``damped``: ours, a damped, bounded update of three actuators from the held-out TPR gap
   ``e_c = (mean(tpr) - tpr_c) / gap_scale`` (positive for hard classes):
   ``log w <- (1-a) log w + a (log W(tpr) + k_i * sum(e))``, bounded to ``[w_min, w_max]`` with mean 1;
-  ``aug_c <- clip(aug_c + a * g * e_c, 0, 1)``; ``margin_c <- clip(margin_c - a * k_m * e_c, +-margin_max)``.
+  ``aug_c <- clip(aug_c + a * g * e_c, 0, 1)``;
+  ``margin <- clip((1-a) margin - a k_m (e + k_i sum(e)), +-margin_max)`` (centred: only differences matter).
 """
 
 from __future__ import annotations
@@ -147,8 +148,12 @@ class DampedController:
         log_w = (1 - c.damping) * self.log_w + c.damping * (target + c.integral_gain * self.integral)
         self.log_w = bounded_mean_one(log_w.clamp(-50, 50).exp(), c.w_min, c.w_max).log()
         self.aug = (self.aug + c.damping * c.aug_gain * gap).clamp(0, 1)
-        margin = self.margin - c.damping * c.margin_gain * gap
-        self.margin = (margin - margin.mean()).clamp(-c.margin_max, c.margin_max)
+        # margins follow the same damped law as the weights, towards an offset proportional to the gap
+        # (plus the integral): accumulating raw per-epoch gaps instead turned mid-training TPR swings into
+        # +-1 logit offsets and collapsed whole classes (bench/README.md)
+        m_target = -c.margin_gain * (gap + c.integral_gain * self.integral)
+        margin = (1 - c.damping) * self.margin + c.damping * (m_target - m_target.mean())
+        self.margin = margin.clamp(-c.margin_max, c.margin_max)
         return self._action()
 
     def _action(self) -> ControlAction:

@@ -33,7 +33,8 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
-    assert set(yaml.safe_load(path.read_text())) == {"name", "data", "model", "optim", "train", "controller"}
+    assert set(yaml.safe_load(path.read_text())) == {"name", "data", "model", "optim", "train", "controller",
+                                                      "augment"}
 
 
 @pytest.mark.parametrize("override, fragment", [
