@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint data bench clean
+.PHONY: demo test lint data bench compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: data lint
 
 bench: data
 	$(PY) bench/throughput.py
+
+# methods x 3 seeds on full Fashion-MNIST (about an hour on 2 cores); see bench/README.md
+compare: data
+	$(PY) bench/compare.py --seeds 0 1 2 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
