@@ -105,6 +105,23 @@ def per_class(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def trajectories(results: dict[str, list[dict]]) -> str:
+    """Markdown table: held-out and test TPR std per epoch, mean over seeds (two_pass runs 2 x epochs)."""
+    longest = max(len(runs[0]["trajectory"]) for runs in results.values())
+    lines = ["| epoch | " + " | ".join(results) + " |", "|---:|" + "---:|" * len(results)]
+    for e in range(longest):
+        row = []
+        for runs in results.values():
+            if e < min(len(r["trajectory"]) for r in runs):
+                held = statistics.fmean(r["trajectory"][e]["heldout_tpr_std"] for r in runs)
+                test = statistics.fmean(r["trajectory"][e]["test_tpr_std"] for r in runs)
+                row.append(f"{held:.3f} / {test:.3f}")
+            else:
+                row.append("")
+        lines.append(f"| {e + 1} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -132,7 +149,8 @@ def main() -> None:
     text = (f"# Fashion-MNIST method comparison\n\n`{command}`  \n{machine}; wall time "
             f"{(time.perf_counter() - start) / 60:.1f} min (runs already present are reused).\n\n"
             f"Final test metrics, mean ± std over seeds {args.seeds}:\n\n{table(results)}\n\n"
-            f"Mean per-class test TPR:\n\n{per_class(results)}\n")
+            f"Mean per-class test TPR:\n\n{per_class(results)}\n\n"
+            f"TPR std per epoch, held-out / test, mean over seeds:\n\n{trajectories(results)}\n")
     out.with_suffix(".md").write_text(text)
     print(text)
 
