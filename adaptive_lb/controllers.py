@@ -24,7 +24,7 @@ import torch
 
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.errors import ConfigError, DataError
-from adaptive_lb.weighting import TPR_WEIGHTS, bounded_mean_one
+from adaptive_lb.weighting import TPR_WEIGHTS, bounded_mean_one, normalise_mean_one
 
 
 class ControlAction(NamedTuple):
@@ -77,7 +77,7 @@ class StaticController:
             raise ConfigError(f"controller.weights has {len(weights)} entries but the data has {num_classes} "
                               "classes: give one weight per class or [] for all ones")
         w = torch.tensor(weights, dtype=torch.float32) if weights else torch.ones(num_classes)
-        self.action = neutral_action(num_classes)._replace(class_weights=w / w.mean())
+        self.action = neutral_action(num_classes)._replace(class_weights=normalise_mean_one(w))
 
     def initial(self) -> ControlAction:
         return self.action

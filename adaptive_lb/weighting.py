@@ -50,4 +50,4 @@ def bounded_mean_one(w: torch.Tensor, w_min: float, w_max: float) -> torch.Tenso
         else:
             hi = mid
     out = (w64 * torch.exp(torch.tensor(hi, dtype=torch.float64))).clamp(w_min, w_max)
-    return (out / out.mean()).to(w.dtype)
+    return normalise_mean_one(out).to(w.dtype)
