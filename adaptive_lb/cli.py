@@ -28,16 +28,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir
     from adaptive_lb.trainer import Trainer
 
+    configs = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
     if args.resume:
-        if args.config or args.overrides or args.out:
+        if args.args or args.out:
             raise RunDirError("--resume continues a run with its own config.yaml: drop the config, overrides "
                               "and --out")
         run = RunDir.open(args.resume)
         cfg, state = run.config(), run.load_checkpoint()
     else:
-        if not args.config:
+        if not configs:
             raise UserError("train needs a config file, e.g. 'adaptive-lb train configs/fashion_mnist.yaml'")
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(configs, overrides)
     # Everything that can fail on bad input happens before the run dir is written.
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     if args.resume:
@@ -49,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{PROG}: note: the run used {state['threads']} CPU threads, this process {torch.get_num_threads()}; "
                   "results may differ in the last digits from an uninterrupted run", file=sys.stderr)
     else:
-        run = RunDir.create(args.out or default_run_dir(args.config), cfg)
+        run = RunDir.create(args.out or default_run_dir(configs), cfg)
     trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet)]
     try:
         trainer.fit()
@@ -70,6 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Per-class report of a finished (or checkpointed) run on its test or held-out split."""
+    import torch
+
     from adaptive_lb.data import build_data
     from adaptive_lb.metrics import summarize
     from adaptive_lb.progress import print_tables, report_table
@@ -81,8 +85,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     trainer.load_state_dict(state)
     names = trainer.data.class_names
-    block = summarize(trainer.confusion(args.split), names, args.split)
-    print_tables(report_table(block, names, f"{run.path}: {args.split} split, epoch {trainer.epoch}"))
+    title = f"{run.path}: {args.split} split, epoch {trainer.epoch}"
+    posthoc = run.read_summary().get("posthoc") if run.has_summary() and not args.raw else None
+    bias = torch.tensor(posthoc["bias"]) if posthoc else None
+    if posthoc:
+        title += f", post-hoc {posthoc['method']} biases (--raw for the model alone)"
+    block = summarize(trainer.confusion(args.split, bias), names, args.split)
+    print_tables(report_table(block, names, title))
     return 0
 
 
@@ -101,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Even per-class TPR by closed-loop training.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model from a YAML config")
-    train.add_argument("config", nargs="?", help="YAML config, e.g. configs/fashion_mnist.yaml")
-    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 train.epochs=3")
+    train.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE",
+                       help="YAML config(s), merged left to right (e.g. configs/fashion_mnist_lt100.yaml "
+                            "configs/methods/ldam_drw.yaml), then dotted overrides (e.g. train.epochs=3)")
     train.add_argument("--out", help="run dir (default runs/<config>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of the live display")
@@ -110,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="per-class report of a run")
     ev.add_argument("run_dir")
     ev.add_argument("--split", choices=("test", "heldout"), default="test")
+    ev.add_argument("--raw", action="store_true", help="ignore the run's post-hoc biases")
     ev.set_defaults(func=cmd_eval)
     fetch = sub.add_parser("fetch", help="check or download a dataset")
     fetch.add_argument("dataset", choices=("fashion_mnist", "cifar10", "cifar100"))
@@ -124,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options too: `train cfg.yaml --quiet train.epochs=3`
     if extra and args.command == "train" and all("=" in a and not a.startswith("-") for a in extra):
-        args.overrides = [*args.overrides, *extra]
+        args.args = [*args.args, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

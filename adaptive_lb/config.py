@@ -55,6 +55,11 @@ class DataConfig:
     imbalance_ratio: float = knob(1.0, ge=1.0)  # rho = n_max / n_min of the long-tail profile
     step_minor_fraction: float = knob(0.5, gt=0.0, lt=1.0)  # share of classes that are minor (step profile)
     synthetic: SyntheticConfig = knob(SyntheticConfig())     # used when name = synthetic
+    # re-sampling of the training part, redrawn every epoch (adaptive_lb/data/samplers.py):
+    # oversample = every class drawn up to the largest count (with replacement), undersample = every class
+    # cut to the smallest count, oversample_aug = oversample with the extra copies augmented at copy_aug
+    sampler: str = knob("none", choices=("none", "oversample", "undersample", "oversample_aug"))
+    copy_aug: float = knob(0.5, gt=0.0, le=1.0)  # augmentation intensity of the extra copies (oversample_aug)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class ModelConfig:
 
     name: str = "small_cnn"        # small_cnn | resnet20 | resnet32 | tv:<torchvision model name>
     width: int = knob(24, ge=4)    # channels of the first stage of small_cnn (doubles per stage)
+    head: str = knob("linear", choices=("linear", "cosine"))  # cosine: logits are cos(feature, class vector)
+    # in [-1, 1], as LDAM's normed linear layer; pair it with loss.scale (~30)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,30 @@ class TrainConfig:
     threads: int = knob(0, ge=0)                 # CPU threads for torch; 0 = torch's default
 
 
+@dataclass(frozen=True)
+class LossConfig:
+    """The training loss; every loss also takes the controller's per-class weights and logit offsets."""
+
+    name: str = knob("ce", choices=("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax"))
+    gamma: float = knob(1.0, ge=0.0)   # focal: (1 - p_t)^gamma down-weights easy samples; 0 = CE
+    max_m: float = knob(0.5, gt=0.0)   # ldam: margin of the rarest class (margins ~ n_c^(-1/4)), in logits
+    tau: float = knob(1.0, ge=0.0)     # logit_adjusted: tau * log(prior) added to the training logits
+    # (balanced_softmax is tau = 1)
+    scale: float = knob(1.0, gt=0.0)   # s: training logits are multiplied by s (LDAM with a cosine head: 30)
+
+
+@dataclass(frozen=True)
+class PosthocConfig:
+    """A correction fitted after training, on the held-out split (never the test split)."""
+
+    method: str = knob("none", choices=("none", "equalise", "logit_adjust"))  # equalise: per-class logit
+    # biases that even out held-out TPR; logit_adjust: subtract tau * log(training prior)
+    tau: float = knob(1.0, ge=0.0)          # logit_adjust strength
+    iterations: int = knob(400, ge=1)       # equalise: bias updates (each one pass over cached logits)
+    spread_weight: float = knob(1.0, gt=0.0)  # equalise keeps the biases that maximise
+    # mean(TPR) - spread_weight * std(TPR) on held-out: large = even at any cost, small = accuracy first
+
+
 AUG_OPS = ("flip", "affine", "brightness_contrast", "erasing", "noise")
 
 
@@ -110,8 +141,14 @@ class AugmentConfig:
 class ControllerConfig:
     """What sets per-class loss weights, augmentation intensities and logit margins each epoch."""
 
-    name: str = knob("static", choices=("static", "two_pass", "cdb", "damped"))
+    name: str = knob("static", choices=("static", "two_pass", "cdb", "damped", "drw"))
     weights: tuple[float, ...] = ()  # fixed per-class loss weights for `static`, > 0; () = all ones (ERM)
+    # weights from training class counts n_c (static, and drw after drw_epoch): inverse_freq n/(C n_c),
+    # inverse_sqrt, effective_number (1-beta)/(1-beta^n_c); all normalised to mean 1 (weighting.py)
+    count_weights: str = knob("none", choices=("none", "inverse_freq", "inverse_sqrt", "effective_number"))
+    beta: float = knob(0.9999, ge=0.0, lt=1.0)  # effective_number's beta; 0 = all ones, -> 1 = inverse_freq
+    drw_epoch: int = knob(0, ge=0)  # drw: epochs trained with unit weights before count_weights switch on;
+    # 0 = 80 % of train.epochs (LDAM-DRW: 160 of 200)
     weight_fn: str = knob("power_ratio", choices=("power_ratio", "cdb", "exp_gap"))  # target W(tpr)
     exponent: float = knob(1.0, ge=0.0)       # p of power_ratio, tau of cdb, k of exp_gap (see weighting.py)
     damping: float = knob(0.5, gt=0.0, le=1.0)  # alpha: share of the step towards the target per epoch (1 = none)
@@ -137,6 +174,8 @@ class RunConfig:
     train: TrainConfig = knob(TrainConfig())
     controller: ControllerConfig = knob(ControllerConfig())
     augment: AugmentConfig = knob(AugmentConfig())
+    loss: LossConfig = knob(LossConfig())
+    posthoc: PosthocConfig = knob(PosthocConfig())
 
     def __post_init__(self) -> None:
         c = self.controller
@@ -150,18 +189,35 @@ class RunConfig:
         if not c.w_min <= 1.0 <= c.w_max:
             raise ConfigError(f"controller.w_min ({c.w_min}) must be <= 1 <= controller.w_max ({c.w_max}): "
                               "weights are renormalised to mean 1")
+        if c.weights and c.count_weights != "none":
+            raise ConfigError("controller.weights and controller.count_weights both set: keep one of them")
+        if c.name == "drw":
+            if c.count_weights == "none":
+                raise ConfigError("controller drw needs controller.count_weights (e.g. effective_number) "
+                                  "to switch to")
+            if not 0 <= c.drw_epoch < self.train.epochs:
+                raise ConfigError(f"controller.drw_epoch ({c.drw_epoch}) must be below train.epochs "
+                                  f"({self.train.epochs}) so that the switch happens during the run; 0 = 80 %")
+        if self.model.head == "cosine" and self.model.name.startswith("tv:"):
+            raise ConfigError("model.head=cosine works with small_cnn and the CIFAR ResNets, not torchvision models")
         unknown = [op for op in self.augment.ops if op not in AUG_OPS]
         if unknown:
             raise ConfigError(f"augment.ops: unknown op(s) {', '.join(unknown)}; use any of {', '.join(AUG_OPS)}")
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config, apply dotted ``key=value`` overrides, validate, return a ``RunConfig``.
+def load_config(path: str | Path | typing.Sequence[str | Path], overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read YAML config(s), apply dotted ``key=value`` overrides, validate, return a ``RunConfig``.
 
     A file may start from another with ``base: other.yaml`` (path relative to the file); its own keys win.
+    Several files merge left to right, e.g. a dataset config then a method overlay from ``configs/methods/``.
     """
-    raw = _read_yaml(Path(path))
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths:
+        raise ConfigError("no config file given: pass a YAML file such as configs/fashion_mnist.yaml")
+    raw: dict = {}
+    for one in paths:
+        raw = _merge(raw, _read_yaml(Path(one)))
     for item in overrides:
         apply_override(raw, item)
     return from_dict(RunConfig, raw)

@@ -3,7 +3,10 @@
 A controller is pure (tensors in, action out) and never holds the trainer, like timm's schedulers; the
 trainer applies the action to the next epoch. Registered by name in ``CONTROLLERS``:
 
-- ``static``: fixed weights (all ones = ERM);
+- ``static``: fixed weights: given, from training class counts (inverse_freq, effective_number, ...), or
+  all ones (ERM);
+- ``drw``: deferred re-weighting (Cao et al., LDAM-DRW): unit weights for ``drw_epoch`` epochs, then the
+  count weights;
 - ``two_pass``: the textbook remedy: a full ERM pass, weights ``W(tpr)`` from its final held-out TPR, then a
   fresh model trained again with them (``passes = 2``; the trainer restarts the model between passes);
 - ``cdb``: class-wise difficulty-balanced weights ``(1 - tpr)^tau`` recomputed every epoch, undamped;
@@ -24,7 +27,7 @@ import torch
 
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.errors import ConfigError, DataError
-from adaptive_lb.weighting import TPR_WEIGHTS, bounded_mean_one, normalise_mean_one
+from adaptive_lb.weighting import COUNT_WEIGHTS, TPR_WEIGHTS, bounded_mean_one, normalise_mean_one
 
 
 class ControlAction(NamedTuple):
@@ -67,30 +70,46 @@ def check_measurement(tpr: torch.Tensor, counts: torch.Tensor, num_classes: int)
 
 
 class StaticController:
-    """Fixed per-class weights (normalised to mean 1), whatever the TPR; all ones is ERM."""
+    """Fixed per-class weights (normalised to mean 1), whatever the TPR; all ones is ERM.
+
+    With ``switch_epoch`` k > 0 the weights apply from the (k+1)-th epoch on and unit weights before it
+    (deferred re-weighting).
+    """
 
     passes = 1
 
-    def __init__(self, num_classes: int, weights: tuple[float, ...] = ()) -> None:
-        self.num_classes = num_classes
-        if weights and len(weights) != num_classes:
-            raise ConfigError(f"controller.weights has {len(weights)} entries but the data has {num_classes} "
-                              "classes: give one weight per class or [] for all ones")
-        w = torch.tensor(weights, dtype=torch.float32) if weights else torch.ones(num_classes)
-        self.action = neutral_action(num_classes)._replace(class_weights=normalise_mean_one(w))
+    def __init__(self, num_classes: int, weights: torch.Tensor | None = None, switch_epoch: int = 0) -> None:
+        self.num_classes, self.switch_epoch = num_classes, switch_epoch
+        w = torch.ones(num_classes) if weights is None else weights.float()
+        self.weighted = neutral_action(num_classes)._replace(class_weights=normalise_mean_one(w))
 
     def initial(self) -> ControlAction:
-        return self.action
+        return self._at(0)
 
     def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
         check_measurement(tpr, counts, self.num_classes)  # same contract as the others, though unused
-        return self.action
+        return self._at(epoch + 1)
+
+    def _at(self, epoch: int) -> ControlAction:
+        """The action for 0-based epoch ``epoch``."""
+        return self.weighted if epoch >= self.switch_epoch else neutral_action(self.num_classes)
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def _static_weights(cfg: ControllerConfig, train_counts: torch.Tensor) -> torch.Tensor | None:
+    """The fixed weights of ``static``/``drw``: ``cfg.weights``, count weights, or None (all ones)."""
+    num_classes = len(train_counts)
+    if cfg.count_weights != "none":
+        return COUNT_WEIGHTS[cfg.count_weights](train_counts, cfg.beta)
+    if cfg.weights and len(cfg.weights) != num_classes:
+        raise ConfigError(f"controller.weights has {len(cfg.weights)} entries but the data has {num_classes} "
+                          "classes: give one weight per class or [] for all ones")
+    return torch.tensor(cfg.weights) if cfg.weights else None
 
 
 class TwoPassController:
@@ -167,25 +186,27 @@ class DampedController:
             setattr(self, k, state[k].clone().double())
 
 
-def _cdb(cfg: ControllerConfig, num_classes: int, epochs: int) -> DampedController:
+def _cdb(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> DampedController:
     """The published CDB baseline: weights ``(1 - tpr)^tau`` every epoch, no damping, no other actuator."""
-    return DampedController(num_classes, dataclasses.replace(cfg, weight_fn="cdb", damping=1.0, integral_gain=0.0,
+    return DampedController(len(train_counts), dataclasses.replace(cfg, weight_fn="cdb", damping=1.0, integral_gain=0.0,
                                                               aug_gain=0.0, margin_gain=0.0))
 
 
 CONTROLLERS = {
-    "static": lambda cfg, num_classes, epochs: StaticController(num_classes, cfg.weights),
-    "two_pass": lambda cfg, num_classes, epochs: TwoPassController(num_classes, cfg, epochs),
+    "static": lambda cfg, n, epochs: StaticController(len(n), _static_weights(cfg, n)),
+    "drw": lambda cfg, n, epochs: StaticController(len(n), _static_weights(cfg, n),
+                                                   cfg.drw_epoch or max(1, round(0.8 * epochs))),
+    "two_pass": lambda cfg, n, epochs: TwoPassController(len(n), cfg, epochs),
     "cdb": _cdb,
-    "damped": lambda cfg, num_classes, epochs: DampedController(num_classes, cfg),
+    "damped": lambda cfg, n, epochs: DampedController(len(n), cfg),
 }
 
 
-def create_controller(cfg: ControllerConfig, num_classes: int, epochs: int) -> Controller:
-    """Build controller ``cfg.name`` for ``num_classes`` classes and ``epochs`` epochs per pass."""
+def create_controller(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> Controller:
+    """Build controller ``cfg.name`` for training class counts ``(C,)`` and ``epochs`` epochs per pass."""
     if cfg.name not in CONTROLLERS:
         raise ConfigError(f"controller.name: unknown controller '{cfg.name}'; use one of {', '.join(CONTROLLERS)}")
     if cfg.weight_fn not in TPR_WEIGHTS:
         raise ConfigError(f"controller.weight_fn: unknown weight function '{cfg.weight_fn}'; "
                           f"use one of {', '.join(TPR_WEIGHTS)}")
-    return CONTROLLERS[cfg.name](cfg, num_classes, epochs)
+    return CONTROLLERS[cfg.name](cfg, train_counts, epochs)

@@ -1,16 +1,77 @@
-"""Training losses. All take a per-class weight vector and reduce per-sample losses by hand."""
+"""Training losses by name. All take a per-class weight vector and reduce per-sample losses by hand.
+
+``create_loss(cfg, train_counts)`` returns ``loss(logits, targets, class_weights) -> scalar``:
+
+- ``ce``: weighted cross-entropy;
+- ``focal``: ``(1 - p_t)^gamma * CE`` (Lin et al., 2017); gamma = 0 is CE;
+- ``ldam``: CE with the true class's logit lowered by ``m_y ~ n_y^(-1/4)``, the largest margin ``max_m``
+  (Cao et al., NeurIPS 2019);
+- ``logit_adjusted``: CE on ``logits + tau * log(prior)`` (Menon et al., ICLR 2021); ``balanced_softmax``
+  is tau = 1 (Ren et al., NeurIPS 2020).
+
+Every loss multiplies the (adjusted) logits by ``cfg.scale`` first. The offsets only shape training:
+predictions use the raw logits.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from adaptive_lb.config import LossConfig
 
-def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-    """``mean_i(w[y_i] * CE_i)`` for logits ``(B, C)``, targets ``(B,)``, weights ``(C,)`` with mean 1.
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def weighted_mean(per_sample: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """``mean_i(w[y_i] * loss_i)`` with weights ``(C,)`` of mean 1.
 
     Not ``F.cross_entropy(weight=w)``: that divides by the batch's sum of ``w[y]``, which cancels any
     uniform scaling of the weights and drifts with the batch's class make-up.
     """
-    per_sample = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,)
     return (class_weights[targets] * per_sample).mean()
+
+
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """``mean_i(w[y_i] * CE_i)`` for logits ``(B, C)``, targets ``(B,)``, weights ``(C,)`` with mean 1."""
+    return weighted_mean(F.cross_entropy(logits.float(), targets, reduction="none"), targets, class_weights)
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor,
+               gamma: float) -> torch.Tensor:
+    """``mean_i(w[y_i] * (1 - p_t)^gamma * CE_i)``; gamma = 0 gives exactly weighted CE."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,) = -log p_t
+    return weighted_mean((1 - torch.exp(-ce)).clamp_min(0) ** gamma * ce, targets, class_weights)
+
+
+def ldam_margins(counts: torch.Tensor, max_m: float) -> torch.Tensor:
+    """``m_c = max_m * (n_min / n_c)^(1/4)``: proportional to ``n_c^(-1/4)``, the rarest class at ``max_m``."""
+    m = counts.double().clamp_min(1) ** -0.25
+    return (m * (max_m / m.max())).float()
+
+
+def log_prior(counts: torch.Tensor) -> torch.Tensor:
+    """``log(n_c / n)``, ``(C,)``; a class without samples counts as one so the log stays finite."""
+    n = counts.double().clamp_min(1)
+    return (n / n.sum()).log().float()
+
+
+def create_loss(cfg: LossConfig, train_counts: torch.Tensor) -> Loss:
+    """The loss ``cfg.name`` for training class counts ``(C,)``; constants go to the logits' device lazily."""
+    s = cfg.scale
+    if cfg.name == "focal":
+        return lambda z, y, w: focal_loss(s * z, y, w, cfg.gamma)
+    if cfg.name == "ldam":
+        margins = ldam_margins(train_counts, cfg.max_m)  # (C,)
+
+        def ldam(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            shift = F.one_hot(y, z.shape[1]) * margins.to(z.device)  # (B, C): m_y on the true class only
+            return weighted_cross_entropy(s * (z.float() - shift), y, w)
+        return ldam
+    if cfg.name in ("logit_adjusted", "balanced_softmax"):
+        tau = 1.0 if cfg.name == "balanced_softmax" else cfg.tau
+        offset = tau * log_prior(train_counts)  # (C,)
+        return lambda z, y, w: weighted_cross_entropy(s * (z.float() + offset.to(z.device)), y, w)
+    return lambda z, y, w: weighted_cross_entropy(s * z, y, w)

@@ -20,16 +20,31 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
+class CosineHead(nn.Module):
+    """``cos(feature, class vector)`` logits in [-1, 1] (LDAM's normed linear layer); scale them in the loss."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()  # (B, C)
+
+
+def _head(kind: str, in_features: int, num_classes: int) -> nn.Module:
+    return CosineHead(in_features, num_classes) if kind == "cosine" else nn.Linear(in_features, num_classes)
+
+
 class SmallCNN(nn.Sequential):
     """Three conv stages (w, 2w, 4w channels; pooled 28 -> 14 -> 7), global average pool, linear head."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, head: str = "linear") -> None:
         w = width
         super().__init__(
             *_conv_bn(in_channels, w), nn.MaxPool2d(2),
             *_conv_bn(w, 2 * w), *_conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
             *_conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(4 * w, num_classes),
+            _head(head, 4 * w, num_classes),
         )
 
 
@@ -58,7 +73,7 @@ class _BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs (16/32/64 channels), as used by the LDAM and CB-loss papers."""
 
-    def __init__(self, depth: int, in_channels: int, num_classes: int) -> None:
+    def __init__(self, depth: int, in_channels: int, num_classes: int, head: str = "linear") -> None:
         super().__init__()
         n = (depth - 2) // 6
         self.stem = nn.Sequential(*_conv_bn(in_channels, 16))
@@ -68,7 +83,7 @@ class CifarResNet(nn.Module):
                 blocks.append(_BasicBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(64, num_classes)
+        self.head = _head(head, 64, num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
@@ -101,9 +116,9 @@ def _torchvision_model(name: str, in_channels: int, num_classes: int) -> nn.Modu
 
 
 MODELS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
-    "small_cnn": lambda cfg, cin, k: SmallCNN(cin, k, cfg.width),
-    "resnet20": lambda cfg, cin, k: CifarResNet(20, cin, k),
-    "resnet32": lambda cfg, cin, k: CifarResNet(32, cin, k),
+    "small_cnn": lambda cfg, cin, k: SmallCNN(cin, k, cfg.width, cfg.head),
+    "resnet20": lambda cfg, cin, k: CifarResNet(20, cin, k, cfg.head),
+    "resnet32": lambda cfg, cin, k: CifarResNet(32, cin, k, cfg.head),
 }
 
 

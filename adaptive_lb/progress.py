@@ -49,13 +49,18 @@ def summary_table(summary: dict) -> Any:
 
     table = Table(title="final metrics (last epoch)", title_justify="left")
     table.add_column("metric")
+    blocks = [summary["heldout"], summary["test"]]
     table.add_column("held-out", justify="right")
     table.add_column("test", justify="right")
+    if "posthoc" in summary:  # the same model with post-hoc biases, fitted on held-out
+        blocks += [summary["posthoc"]["heldout"], summary["posthoc"]["test"]]
+        table.add_column(f"held-out, post-hoc {summary['posthoc']['method']}", justify="right")
+        table.add_column(f"test, post-hoc {summary['posthoc']['method']}", justify="right")
     for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
                        ("tpr_std", "TPR std"), ("tpr_var", "TPR variance"), ("tpr_gap", "TPR max-min gap"),
                        ("worst_tpr", "worst-class TPR")):
-        table.add_row(label, f"{summary['heldout'][key]:.4f}", f"{summary['test'][key]:.4f}")
-    table.add_row("worst class", summary["heldout"]["worst_class"], summary["test"]["worst_class"])
+        table.add_row(label, *(f"{b[key]:.4f}" for b in blocks))
+    table.add_row("worst class", *(b["worst_class"] for b in blocks))
     return table
 
 
@@ -179,6 +184,11 @@ class PlainProgress(Callback):
                         f"{rec['logit_margin'][c]:>+7.2f}")
         self._print(f"final held-out {headline(summary['heldout'])}")
         self._print(f"final test     {headline(summary['test'])}")
+        if "posthoc" in summary:
+            p = summary["posthoc"]
+            self._print(f"post-hoc {p['method']}: biases {' '.join(f'{b:+.2f}' for b in p['bias'])}")
+            self._print(f"post-hoc held-out {headline(p['heldout'])}")
+            self._print(f"post-hoc test     {headline(p['test'])}")
 
 
 def create_progress(quiet: bool, stream: TextIO | None = None) -> Callback:

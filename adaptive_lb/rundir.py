@@ -44,9 +44,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
-def default_run_dir(config_path: str | Path) -> Path:
-    """``runs/<config stem>-<timestamp>``."""
-    return Path("runs") / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(config_paths: str | Path | list[str]) -> Path:
+    """``runs/<config stems joined by +>-<timestamp>``."""
+    paths = [config_paths] if isinstance(config_paths, (str, Path)) else config_paths
+    stem = "+".join(Path(p).stem for p in paths)
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class RunDir:
@@ -108,6 +110,9 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.path / SUMMARY, lambda fh: fh.write(json.dumps(summary, indent=2).encode()))
+
+    def has_summary(self) -> bool:
+        return (self.path / SUMMARY).is_file()
 
     def read_summary(self) -> dict:
         path = self.path / SUMMARY

@@ -21,8 +21,10 @@ from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
 from adaptive_lb.controllers import ControlAction, create_controller
 from adaptive_lb.data import BatchLoader, DataBundle
+from adaptive_lb.data.samplers import check_sampler
+from adaptive_lb.data.splits import class_counts
 from adaptive_lb.errors import ConfigError, NonFiniteLossError
-from adaptive_lb.losses import weighted_cross_entropy
+from adaptive_lb.losses import create_loss
 from adaptive_lb.metrics import confusion_matrix, summarize
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler
@@ -69,10 +71,13 @@ class Trainer:
         # measured: channels_last is ~25 % faster for the small CNN on CPU too (bench/README.md)
         self.channels_last = t.channels_last == "on" or (t.channels_last == "auto" and self.device.type != "mps")
         self.data = data.to(self.device)
+        self.train_counts = class_counts(data.train.y.cpu(), data.num_classes)  # (C,) drives count weights, LDAM
+        check_sampler(data.train.y, data.num_classes, cfg.data.sampler, data.class_names)
+        self.loss_fn = create_loss(cfg.loss, self.train_counts)
         self.loaders = {name: BatchLoader(getattr(self.data, name), self.data.mean, self.data.std,
                                           t.eval_batch_size, self.channels_last) for name in ("heldout", "test")}
         self.loaders["train"] = self._train_loader()
-        self.controller = create_controller(cfg.controller, data.num_classes, t.epochs)
+        self.controller = create_controller(cfg.controller, self.train_counts, t.epochs)
         self.total_epochs = t.epochs * self.controller.passes
         self.action = self._on_device(self.controller.initial())
         self._fresh_model()
@@ -81,14 +86,15 @@ class Trainer:
         self.pass_summaries: list[dict] = []  # final metrics of each finished pass but the last
 
     def _train_loader(self) -> BatchLoader | AlbumentationsLoader:
-        t, a = self.cfg.train, self.cfg.augment
+        t, a, d = self.cfg.train, self.cfg.augment, self.cfg.data
         if a.backend == "albumentations":
             from adaptive_lb.augment.albu import AlbumentationsLoader
 
             return AlbumentationsLoader(self.data.train, self.data.mean, self.data.std, t.batch_size,
-                                        self.channels_last, self.device, a.ops, self.data.num_classes, a.workers)
+                                        self.channels_last, self.device, a.ops, self.data.num_classes, a.workers,
+                                        d.sampler, d.copy_aug)
         return BatchLoader(self.data.train, self.data.mean, self.data.std, t.batch_size, self.channels_last,
-                           TensorAugmenter(a.ops))
+                           TensorAugmenter(a.ops), d.sampler, self.data.num_classes, d.copy_aug)
 
     def _fresh_model(self) -> None:
         """Model, optimiser and schedule as at the start of a pass: same seed, so every pass starts alike."""
@@ -163,7 +169,7 @@ class Trainer:
         for i, (xb, yb) in enumerate(self.loaders["train"].batches(gen, self.action.aug_intensity)):
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
-            loss = weighted_cross_entropy(logits + margin, yb, w)
+            loss = self.loss_fn(logits + margin, yb, w)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -181,24 +187,60 @@ class Trainer:
         return mean_loss, images
 
     @torch.no_grad()
-    def confusion(self, split: str) -> torch.Tensor:
-        """``(C, C)`` confusion matrix of the current model on split ``train``, ``heldout`` or ``test``."""
+    def confusion(self, split: str, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``(C, C)`` confusion matrix of the current model on split ``train``, ``heldout`` or ``test``.
+
+        ``bias`` ``(C,)`` is added to the logits before the argmax (post-hoc corrections).
+        """
         self.model.eval()
         num = self.data.num_classes
+        bias = torch.zeros(num, device=self.device) if bias is None else bias.to(self.device)
         cm = torch.zeros(num, num, dtype=torch.int64, device=self.device)
         for xb, yb in self.loaders[split].batches():
             with self._autocast():
-                cm += confusion_matrix(yb, self.model(xb).argmax(dim=1), num)
+                logits = self.model(xb)
+            cm += confusion_matrix(yb, (logits.float() + bias).argmax(dim=1), num)
         self.model.train()
         return cm
 
+    @torch.no_grad()
+    def logits(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split, on the CPU."""
+        self.model.eval()
+        out, labels = [], []
+        for xb, yb in self.loaders[split].batches():
+            with self._autocast():
+                out.append(self.model(xb).float().cpu())
+            labels.append(yb.cpu())
+        self.model.train()
+        return torch.cat(out), torch.cat(labels)
+
+    def posthoc(self) -> dict | None:
+        """The configured post-hoc correction: biases fitted on held-out, its held-out and test metrics."""
+        from adaptive_lb.posthoc import equalising_biases, logit_adjust_biases
+
+        p = self.cfg.posthoc
+        if p.method == "none":
+            return None
+        if p.method == "equalise":
+            bias = equalising_biases(*self.logits("heldout"), p.iterations, p.spread_weight)
+        else:
+            bias = logit_adjust_biases(self.train_counts, p.tau)
+        names = self.data.class_names
+        return {"method": p.method, "bias": bias.tolist(),
+                **{split: {k: v for k, v in summarize(self.confusion(split, bias), names, split).items()
+                           if k in SUMMARY_KEYS} for split in ("heldout", "test")}}
+
     def summary(self) -> dict:
-        """Final held-out and test metrics of the last epoch (the model that is saved)."""
+        """Final held-out and test metrics of the last epoch (the model that is saved), and post-hoc ones."""
         rec = self.last_record
         out = {"epochs": self.epoch, "class_names": list(self.data.class_names), "heldout": rec["heldout"],
                "test": rec["test"], "device": str(self.device)}
         if self.pass_summaries:
             out["earlier_passes"] = self.pass_summaries
+        posthoc = self.posthoc()
+        if posthoc:
+            out["posthoc"] = posthoc
         return out
 
     # ------------------------------------------------------------------------------------------ state

@@ -1,12 +1,15 @@
-"""Method comparison on full Fashion-MNIST: every method, same model and epochs, several seeds.
+"""Method comparison: every method of a suite, same data, model and epochs, several seeds.
 
+Suites: ``fashion_mnist`` (balanced, the closed loop's variants and baselines) and ``fashion_mnist_lt100``
+(Fashion-MNIST-LT, rho = 100: configs/fashion_mnist_lt100.yaml plus one overlay of configs/methods/ each).
 Each (method, seed) is one ``adaptive-lb train`` run (one CPU thread each, ``--jobs`` at a time); the
 summaries are then reduced to mean +- std over seeds. Finished runs are reused, so an interrupted
-benchmark continues where it stopped.
+benchmark continues where it stopped. Post-hoc methods are scored with their post-hoc biases.
 
-    .venv/bin/python bench/compare.py --seeds 0 1 2 --jobs 2 --out bench/results/compare_fashion_mnist
+    .venv/bin/python bench/compare.py --suite fashion_mnist --seeds 0 1 2 --jobs 2
+    .venv/bin/python bench/compare.py --suite fashion_mnist_lt100 --seeds 0 1 2 --jobs 2
 
-Writes ``<out>.json`` (every run's numbers and per-epoch trajectories) and ``<out>.md`` (the table).
+Writes ``bench/results/compare_<suite>.json`` (every run's numbers and per-epoch trajectories) and ``.md``.
 """
 
 from __future__ import annotations
@@ -24,27 +27,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# method -> (config, overrides); all start from configs/fashion_mnist.yaml (same data, model, budget)
-METHODS = {
-    "erm": ("configs/fashion_mnist_erm.yaml", []),
-    "two_pass": ("configs/fashion_mnist_two_pass.yaml", []),
-    "cdb": ("configs/fashion_mnist_cdb.yaml", []),
-    "damped_weights": ("configs/fashion_mnist.yaml", ["controller.margin_gain=0", "controller.aug_gain=0"]),
-    # every class starts at intensity 0.3 so that "augmented" is not itself a class cue; easy classes get more
-    "damped_weights_aug": ("configs/fashion_mnist.yaml", ["controller.margin_gain=0", "controller.aug_gain=-0.1",
-                                                          "controller.aug_init=0.3", "augment.ops=[flip,affine]"]),
-    "damped_weights_margins": ("configs/fashion_mnist.yaml", []),  # the shipped default
+LT_METHODS = ("erm", "inverse_freq", "effective_number", "focal", "ldam_drw", "logit_adjusted", "posthoc_equalise",
+              "closed_loop", "closed_loop_la")
+# suite -> method -> (config files merged left to right, overrides); same data, model and budget per suite
+SUITES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
+    "fashion_mnist": {
+        "erm": (["configs/fashion_mnist_erm.yaml"], []),
+        "two_pass": (["configs/fashion_mnist_two_pass.yaml"], []),
+        "cdb": (["configs/fashion_mnist_cdb.yaml"], []),
+        "posthoc_equalise": (["configs/fashion_mnist_erm.yaml", "configs/methods/posthoc_equalise.yaml"], []),
+        "damped_weights": (["configs/fashion_mnist.yaml"], ["controller.margin_gain=0", "controller.aug_gain=0"]),
+        # every class starts at intensity 0.3 so that "augmented" is not a class cue; easy classes get more
+        "damped_weights_aug": (["configs/fashion_mnist.yaml"], [
+            "controller.margin_gain=0", "controller.aug_gain=-0.1", "controller.aug_init=0.3",
+            "augment.ops=[flip,affine]"]),
+        "damped_weights_margins": (["configs/fashion_mnist.yaml"], []),  # the shipped default
+    },
+    "fashion_mnist_lt100": {m: (["configs/fashion_mnist_lt100.yaml", f"configs/methods/{m}.yaml"], [])
+                            for m in LT_METHODS},
 }
+TITLES = {"fashion_mnist": "Fashion-MNIST (balanced)", "fashion_mnist_lt100": "Fashion-MNIST-LT, rho = 100"}
 METRICS = ("accuracy", "balanced_accuracy", "tpr_std", "worst_tpr")
 
 
-def run_one(method: str, seed: int, runs: Path, extra: list[str]) -> Path:
+def run_one(suite: str, method: str, seed: int, runs: Path, extra: list[str]) -> Path:
     """Train (method, seed) unless its summary.json exists; return the run dir."""
     out = runs / method / f"seed{seed}"
     if (out / "summary.json").is_file():
         return out
-    config, overrides = METHODS[method]
-    args = [sys.executable, "-m", "adaptive_lb", "train", str(ROOT / config), *overrides, *extra,
+    configs, overrides = SUITES[suite][method]
+    args = [sys.executable, "-m", "adaptive_lb", "train", *(str(ROOT / c) for c in configs), *overrides, *extra,
             f"train.seed={seed}", "train.threads=1", "--quiet"]
     if (out / "checkpoint.pt").is_file():
         args = [sys.executable, "-m", "adaptive_lb", "train", "--resume", str(out), "--quiet"]
@@ -57,8 +69,10 @@ def run_one(method: str, seed: int, runs: Path, extra: list[str]) -> Path:
 
 
 def read_run(path: Path) -> dict:
-    """Final test metrics, per-epoch trajectory and the controller's share of epoch time for one run."""
+    """Final test metrics (post-hoc corrected if the run has a post-hoc step), per-epoch trajectory and the
+    controller's share of epoch time for one run."""
     summary = json.loads((path / "summary.json").read_text())
+    summary = {**summary, **summary.get("posthoc", {})}
     records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     times = [r["time_s"] for r in records]
     epoch_s = sum(sum(t.values()) for t in times)
@@ -124,29 +138,35 @@ def trajectories(results: dict[str, list[dict]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--suite", default="fashion_mnist", choices=list(SUITES))
+    parser.add_argument("--methods", nargs="+", help="a subset of the suite's methods (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one CPU thread)")
-    parser.add_argument("--runs", default="runs/bench_compare", help="folder for the run dirs")
-    parser.add_argument("--out", default="bench/results/compare_fashion_mnist")
+    parser.add_argument("--runs", help="folder for the run dirs (default runs/bench_<suite>)")
+    parser.add_argument("--out", help="output stem (default bench/results/compare_<suite>)")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.epochs=2")
     args = parser.parse_args()
-    runs = (ROOT / args.runs).resolve()
+    methods = SUITES[args.suite]
+    args.methods = args.methods or list(methods)
+    unknown = [m for m in args.methods if m not in methods]
+    if unknown:
+        parser.error(f"suite {args.suite} has no method(s) {', '.join(unknown)}; it has {', '.join(methods)}")
+    runs = (ROOT / (args.runs or f"runs/bench_{args.suite}")).resolve()
     start = time.perf_counter()
     jobs = [(m, s) for s in args.seeds for m in args.methods]
     with ThreadPoolExecutor(args.jobs) as pool:
-        dirs = list(pool.map(lambda job: run_one(*job, runs, args.overrides), jobs))
+        dirs = list(pool.map(lambda job: run_one(args.suite, *job, runs, args.overrides), jobs))
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
     for (method, _), path in zip(jobs, dirs, strict=True):
         results[method].append(read_run(path))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads 1 per run, {args.jobs} runs at a time"
     command = " ".join(["python bench/compare.py", *sys.argv[1:]])
-    out = ROOT / args.out
+    out = ROOT / (args.out or f"bench/results/compare_{args.suite}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "seeds": args.seeds,
-                                                    "methods": {m: METHODS[m] for m in args.methods},
+                                                    "methods": {m: methods[m] for m in args.methods},
                                                     "results": results}, indent=1))
-    text = (f"# Fashion-MNIST method comparison\n\n`{command}`  \n{machine}; wall time "
+    text = (f"# {TITLES[args.suite]}: method comparison\n\n`{command}`  \n{machine}; wall time "
             f"{(time.perf_counter() - start) / 60:.1f} min (runs already present are reused).\n\n"
             f"Final test metrics, mean ± std over seeds {args.seeds}:\n\n{table(results)}\n\n"
             f"Mean per-class test TPR:\n\n{per_class(results)}\n\n"

@@ -34,7 +34,7 @@ def test_resolved_config_round_trips(tmp_path):
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
     assert set(yaml.safe_load(path.read_text())) == {"name", "data", "model", "optim", "train", "controller",
-                                                      "augment"}
+                                                      "augment", "loss", "posthoc"}
 
 
 @pytest.mark.parametrize("override, fragment", [

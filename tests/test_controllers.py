@@ -12,10 +12,13 @@ C, EPOCHS = 4, 5
 # every actuator on, so the invariants below cover all of them
 ALL_ON = dict(aug_gain=1.0, margin_gain=0.5, integral_gain=0.2, warmup_epochs=0)
 COUNTS = torch.full((C,), 50.0)
+TRAIN_COUNTS = torch.tensor([400, 100, 25, 5])  # long-tailed, so count weights are not all ones
+NEEDS = {"drw": dict(count_weights="effective_number", beta=0.99, drw_epoch=2)}  # what a valid config sets
 
 
 def make(name, **kw):
-    return create_controller(ControllerConfig(name=name, **{**ALL_ON, **kw}), C, EPOCHS)
+    return create_controller(ControllerConfig(name=name, **{**ALL_ON, **NEEDS.get(name, {}), **kw}),
+                             TRAIN_COUNTS, EPOCHS)
 
 
 def tpr_stream(seed, n=12):
@@ -76,9 +79,9 @@ def test_bad_measurements_are_refused_not_turned_into_nan(name, tpr, counts, fra
 
 def test_unknown_names_are_config_errors():
     with pytest.raises(ConfigError, match="unknown controller 'pid'"):
-        create_controller(dataclasses.replace(ControllerConfig(), name="pid"), C, EPOCHS)
+        create_controller(dataclasses.replace(ControllerConfig(), name="pid"), TRAIN_COUNTS, EPOCHS)
     with pytest.raises(ConfigError, match="unknown weight function 'softmax'"):
-        create_controller(dataclasses.replace(ControllerConfig(), weight_fn="softmax"), C, EPOCHS)
+        create_controller(dataclasses.replace(ControllerConfig(), weight_fn="softmax"), TRAIN_COUNTS, EPOCHS)
 
 
 HARD_LAST = torch.tensor([0.9, 0.9, 0.8, 0.6])  # class 3 is hard, classes 0-1 easy

@@ -57,7 +57,7 @@ def test_schedules_step_per_batch_and_resume(name, schedule):
 
 
 def test_static_controller_normalises_to_mean_one():
-    ctl = create_controller(ControllerConfig(weights=(1.0, 3.0)), 2, epochs=5)
+    ctl = create_controller(ControllerConfig(weights=(1.0, 3.0)), torch.tensor([7, 7]), epochs=5)
     assert ctl.initial().class_weights.tolist() == [0.5, 1.5]
     action = ctl.update(0, torch.tensor([0.9, 0.1]), torch.tensor([10.0, 10.0]))
     assert action.class_weights.tolist() == [0.5, 1.5] and action.aug_intensity.tolist() == [0.0, 0.0]
@@ -66,4 +66,4 @@ def test_static_controller_normalises_to_mean_one():
 
 def test_static_controller_wrong_length():
     with pytest.raises(ConfigError, match="has 2 entries but the data has 3 classes"):
-        StaticController(3, (1.0, 2.0))
+        create_controller(ControllerConfig(weights=(1.0, 2.0)), torch.tensor([5, 5, 5]), epochs=5)

@@ -15,6 +15,7 @@ import torch
 from adaptive_lb.augment.table import LEVELS, op_args
 from adaptive_lb.data.build import Split
 from adaptive_lb.data.loader import Normalise
+from adaptive_lb.data.samplers import epoch_indices, epoch_size
 
 
 def build_pipeline(ops: Sequence[str], a: float):
@@ -39,12 +40,15 @@ def build_pipeline(ops: Sequence[str], a: float):
 
 
 class IntensityDataset(torch.utils.data.Dataset):
-    """Training images augmented at their class's current intensity, read from shared memory."""
+    """Training images augmented at their class's current intensity, read from shared memory.
 
-    def __init__(self, split: Split, ops: Sequence[str], num_classes: int) -> None:
+    Index ``i + N`` is an extra over-sampled copy of image ``i``, augmented at least at ``copy_aug``.
+    """
+
+    def __init__(self, split: Split, ops: Sequence[str], num_classes: int, copy_aug: float = 0.0) -> None:
         self.images = split.x.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, C) uint8
         self.labels = split.y.numpy()
-        self.ops = tuple(ops)
+        self.ops, self.copy_aug = tuple(ops), copy_aug
         self.intensity = torch.zeros(num_classes, dtype=torch.float64).share_memory_()  # (num_classes,)
         self.seed = torch.zeros(1, dtype=torch.int64).share_memory_()  # epoch's base seed
         self._pipelines: dict[int, object] = {}  # level -> Compose, built lazily in each worker
@@ -53,9 +57,11 @@ class IntensityDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        y = int(self.labels[i])
-        level = round(float(self.intensity[y]) * LEVELS)
-        image = self.images[i]
+        n = len(self.labels)
+        y = int(self.labels[i % n])
+        a = max(float(self.intensity[y]), self.copy_aug if i >= n else 0.0)
+        level = round(a * LEVELS)
+        image = self.images[i % n]
         if level:
             if level not in self._pipelines:
                 self._pipelines[level] = build_pipeline(self.ops, level / LEVELS)
@@ -82,9 +88,13 @@ class AlbumentationsLoader:
     """Same interface as ``BatchLoader`` (normalised batches on ``device``), augmenting on CPU workers."""
 
     def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, batch_size: int, channels_last: bool,
-                 device: torch.device, ops: Sequence[str], num_classes: int, workers: int) -> None:
-        self.dataset = IntensityDataset(split.to("cpu"), ops, num_classes)
-        self.sampler = _Order(len(self.dataset))
+                 device: torch.device, ops: Sequence[str], num_classes: int, workers: int,
+                 sampler: str = "none", copy_aug: float = 0.0) -> None:
+        self.dataset = IntensityDataset(split.to("cpu"), ops, num_classes,
+                                        copy_aug if sampler == "oversample_aug" else 0.0)
+        self.kind, self.num_classes = sampler, num_classes
+        self.dataset_labels = split.y.cpu()
+        self.sampler = _Order(epoch_size(split.y, num_classes, sampler))
         self.device, self.normalise = device, Normalise(mean, std, channels_last, device)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
@@ -99,10 +109,14 @@ class AlbumentationsLoader:
 
     def batches(self, gen: torch.Generator | None = None,
                 intensity: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One shuffled pass (in order without ``gen``), each class augmented at ``intensity``."""
+        """One re-sampled, shuffled pass (in order without ``gen``), each class augmented at ``intensity``."""
         n = len(self.dataset)
         self.dataset.seed[0] = int(torch.randint(2**31, (1,), generator=gen)) if gen is not None else 0
-        self.sampler.order = torch.randperm(n, generator=gen).tolist() if gen is not None else list(range(n))
+        if gen is None:
+            self.sampler.order = list(range(n))
+        else:
+            order, copy = epoch_indices(self.dataset_labels, self.num_classes, self.kind, gen)
+            self.sampler.order = (order + n * copy.long()).tolist()  # copies live at index + N
         self.set_intensity(intensity if intensity is not None else torch.zeros(len(self.dataset.intensity)))
         for xb, yb in self.loader:
             yield self.normalise.from_uint8(xb.to(self.device, non_blocking=True)), yb.to(self.device)

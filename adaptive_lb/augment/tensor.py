@@ -66,14 +66,14 @@ OPS = {"flip": flip, "affine": affine, "brightness_contrast": brightness_contras
 
 
 class TensorAugmenter:
-    """Applies ``ops`` in order to a batch, sample i at magnitude ``intensity[y_i]``."""
+    """Applies ``ops`` in order to a batch, sample i at magnitude ``m[i]`` (its class's intensity)."""
 
     def __init__(self, ops: Sequence[str]) -> None:
         self.ops = [OPS[name] for name in ops]
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
-        """x ``(B, C, H, W)`` in [0, 1], y ``(B,)``, intensity ``(num_classes,)`` -> augmented x."""
-        m = intensity[y].to(x.dtype)  # (B,)
+    def __call__(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x ``(B, C, H, W)`` in [0, 1], magnitudes ``(B,)`` in [0, 1] -> augmented x."""
+        m = m.to(x.dtype)
         out = x
         for op in self.ops:
             out = op(out, m)

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 import torch
 
 from adaptive_lb.data.build import Split
+from adaptive_lb.data.samplers import epoch_indices, epoch_size
 
-# (x (B, C, H, W) in [0, 1], y (B,), intensity (num_classes,)) -> augmented x
-Augmenter = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (x (B, C, H, W) in [0, 1], per-sample magnitudes m (B,) in [0, 1]) -> augmented x
+Augmenter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Normalise:
@@ -35,32 +36,44 @@ class BatchLoader:
     """Yields ``(x, y)``: x ``(B, C, H, W)`` float, normalised; y ``(B,)`` int64; all on ``split``'s device.
 
     Shuffling uses a caller-given CPU generator, so the trainer can seed each epoch from (seed, epoch)
-    and a resumed run sees exactly the batches an uninterrupted one would. With an ``augmenter`` and a
-    non-zero ``intensity``, each batch is augmented per sample at its class's intensity before normalising.
+    and a resumed run sees exactly the batches an uninterrupted one would. ``sampler`` re-samples the
+    epoch (``data/samplers.py``). With an ``augmenter``, each sample is augmented at its class's
+    ``intensity`` (extra copies of ``oversample_aug`` at least at ``copy_aug``) before normalising.
     """
 
     def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, batch_size: int,
-                 channels_last: bool = False, augmenter: Augmenter | None = None) -> None:
+                 channels_last: bool = False, augmenter: Augmenter | None = None, sampler: str = "none",
+                 num_classes: int = 0, copy_aug: float = 0.0) -> None:
         self.split, self.batch_size, self.augmenter = split, batch_size, augmenter
         self.normalise = Normalise(mean, std, channels_last, split.x.device)
+        self.sampler, self.num_classes = sampler, num_classes
+        self.copy_aug = copy_aug if sampler == "oversample_aug" else 0.0
+        self.size = epoch_size(split.y, num_classes, sampler)  # samples per training epoch
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        return -(-self.size // self.batch_size)
 
     def batches(self, gen: torch.Generator | None = None,
                 intensity: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass: shuffled when ``gen`` is given, in order otherwise; augmented where ``intensity > 0``."""
-        n = len(self.split)
-        order = torch.randperm(n, generator=gen).to(self.split.x.device) if gen is not None else None
-        # one host sync per epoch; all-zero intensity skips the augmenter (and its random draws) entirely
-        augment = self.augmenter is not None and intensity is not None and bool(intensity.max() > 0)
-        for start in range(0, n, self.batch_size):
+        """One pass: re-sampled and shuffled when ``gen`` is given, every sample in order otherwise."""
+        device = self.split.x.device
+        order, copy = None, None  # None: in order, by slicing (evaluation)
+        if gen is not None:
+            order, copy = (t.to(device) for t in epoch_indices(self.split.y, self.num_classes, self.sampler, gen))
+        if intensity is None:
+            intensity = torch.zeros(max(self.num_classes, 1), device=device)
+        # one host sync per epoch; nothing to augment skips the augmenter (and its random draws) entirely
+        augment = self.augmenter is not None and (bool(intensity.max() > 0) or (copy is not None and self.copy_aug > 0))
+        for start in range(0, len(self.split) if order is None else len(order), self.batch_size):
             if order is None:
                 xb, yb = self.split.x[start:start + self.batch_size], self.split.y[start:start + self.batch_size]
             else:
                 idx = order[start:start + self.batch_size]
                 xb, yb = self.split.x[idx], self.split.y[idx]
-            if augment:
-                yield self.normalise.from_unit(self.augmenter(xb.float() / 255.0, yb, intensity)), yb
-            else:
+            if not augment:
                 yield self.normalise.from_uint8(xb), yb
+                continue
+            m = intensity[yb]  # (B,)
+            if copy is not None and self.copy_aug > 0:
+                m = torch.where(copy[start:start + self.batch_size], m.clamp_min(self.copy_aug), m)
+            yield self.normalise.from_unit(self.augmenter(xb.float() / 255.0, m)), yb
