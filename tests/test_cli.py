@@ -74,6 +74,18 @@ def _bad(args, capsys, tmp_path):
     (["controller.name=pid"], "'pid' is not one of"),
     (["controller.weight_fn=softmax"], "'softmax' is not one of"),
     (["data.synthetic.per_class=4", "data.heldout_fraction=0.01"], "held-out"),
+    (["controller.count_weights=effective_number", "controller.beta=1"], "controller.beta: 1.0 is out of range"),
+    (["controller.beta=-0.1"], "controller.beta: -0.1 is out of range"),
+    (["loss.name=focal", "loss.gamma=-1"], "loss.gamma: -1.0 is out of range"),
+    (["loss.name=ldam", "loss.max_m=0"], "loss.max_m: 0.0 is out of range"),
+    (["data.long_tail=exp", "data.imbalance_ratio=0.5"], "data.imbalance_ratio: 0.5 is out of range"),
+    (["data.sampler=smote"], "'smote' is not one of"),
+    (["controller.name=drw"], "controller drw needs controller.count_weights"),
+    (["controller.name=drw", "controller.count_weights=inverse_freq", "controller.drw_epoch=9"],
+     "controller.drw_epoch (9) must be below train.epochs"),
+    (["controller.weights=[1, 2]", "controller.count_weights=inverse_freq"], "keep one of them"),
+    (["model.name=tv:resnet18", "model.head=cosine"], "model.head=cosine works with"),
+    (["posthoc.method=equalise", "posthoc.iterations=0"], "posthoc.iterations: 0 is out of range"),
 ])
 def test_bad_config_values(overrides, fragment, capsys, tmp_path):
     assert fragment in _bad([SYNTH, *overrides], capsys, tmp_path)

@@ -79,16 +79,26 @@ def test_same_seed_same_run_other_seed_other_run(make_config):
 LOOP = {"name": "damped", "warmup_epochs": 0, "aug_gain": 2.0, "margin_gain": 0.5, "integral_gain": 0.1}
 
 
-@pytest.mark.parametrize("controller, augment, stop", [
-    ({}, {}, 2),
-    ({"weights": [0.5, 1.0, 1.5, 2.0]}, {}, 2),
-    (LOOP, {}, 2),
-    (LOOP, {"backend": "albumentations", "workers": 0}, 1),
-    ({"name": "cdb"}, {}, 2),
-    ({"name": "two_pass"}, {}, 3),  # stop at the pass boundary: the resumed run must start the fresh model
+LONG_TAIL = {"long_tail": "exp", "imbalance_ratio": 10.0}
+
+
+@pytest.mark.parametrize("sections, stop", [
+    ({}, 2),
+    ({"controller": {"weights": [0.5, 1.0, 1.5, 2.0]}}, 2),
+    ({"controller": LOOP}, 2),
+    ({"controller": LOOP, "augment": {"backend": "albumentations", "workers": 0}}, 1),
+    ({"controller": {"name": "cdb"}}, 2),
+    ({"controller": {"name": "two_pass"}}, 3),  # stop at the pass boundary: the resumed run starts the fresh model
+    # re-sampled epochs, LDAM on a cosine head, DRW switching after the stop, and a post-hoc step at the end
+    ({"data": {**LONG_TAIL, "sampler": "oversample_aug"}, "model": {"head": "cosine"},
+      "loss": {"name": "ldam", "scale": 30.0},
+      "controller": {"name": "drw", "count_weights": "effective_number", "drw_epoch": 2},
+      "posthoc": {"method": "equalise", "iterations": 50}}, 1),
+    ({"data": {**LONG_TAIL, "sampler": "undersample"}, "augment": {"backend": "albumentations", "workers": 0},
+      "controller": {**LOOP, "aug_init": 0.2}, "loss": {"name": "focal"}}, 1),
 ])
-def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, controller, augment, stop):
-    cfg = make_config(controller=controller, augment=augment)
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, sections, stop):
+    cfg = make_config(**sections)
     data = build_data(cfg.data, cfg.train.seed)
     full_dir = RunDir.create(tmp_path / "full", cfg)
     full = Trainer(cfg, data, [RunDirWriter(full_dir)]).fit()
