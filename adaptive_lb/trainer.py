@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -192,28 +192,32 @@ class Trainer:
 
         ``bias`` ``(C,)`` is added to the logits before the argmax (post-hoc corrections).
         """
-        self.model.eval()
         num = self.data.num_classes
         bias = torch.zeros(num, device=self.device) if bias is None else bias.to(self.device)
         cm = torch.zeros(num, num, dtype=torch.int64, device=self.device)
-        for xb, yb in self.loaders[split].batches():
-            with self._autocast():
-                logits = self.model(xb)
-            cm += confusion_matrix(yb, (logits.float() + bias).argmax(dim=1), num)
-        self.model.train()
+        for logits, yb in self._eval_logits(split):
+            cm += confusion_matrix(yb, (logits + bias).argmax(dim=1), num)
         return cm
 
     @torch.no_grad()
     def logits(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split, on the CPU."""
+        pairs = [(z.cpu(), y.cpu()) for z, y in self._eval_logits(split)]
+        return torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs])
+
+    def _eval_logits(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of float32 logits ``(B, C)`` and labels ``(B,)`` in eval mode, on the training device.
+
+        Callers wrap it in ``torch.no_grad()``.
+        """
         self.model.eval()
-        out, labels = [], []
-        for xb, yb in self.loaders[split].batches():
-            with self._autocast():
-                out.append(self.model(xb).float().cpu())
-            labels.append(yb.cpu())
-        self.model.train()
-        return torch.cat(out), torch.cat(labels)
+        try:
+            for xb, yb in self.loaders[split].batches():
+                with self._autocast():
+                    logits = self.model(xb)
+                yield logits.float(), yb
+        finally:
+            self.model.train()
 
     def posthoc(self) -> dict | None:
         """The configured post-hoc correction: biases fitted on held-out, its held-out and test metrics."""
