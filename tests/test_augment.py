@@ -101,3 +101,16 @@ def test_albumentations_is_deterministic_whatever_the_worker_count():
 def test_intensity_dataset_reads_shared_memory():
     ds = IntensityDataset(Split(images(4), torch.tensor([0, 1, 0, 1])), AUG_OPS, 2)
     assert ds.intensity.is_shared() and ds.seed.is_shared()
+
+
+def test_albumentations_oversample_aug_augments_copies_only():
+    labels = torch.tensor([0] * 12 + [1] * 3)
+    split = Split(images(15), labels)
+    loader = AlbumentationsLoader(split, torch.zeros(1), torch.ones(1), 8, False, torch.device("cpu"), AUG_OPS, 2,
+                                  workers=0, sampler="oversample_aug", copy_aug=0.8)
+    ys = torch.cat([yb for _, yb in loader.batches(torch.Generator().manual_seed(0), torch.zeros(2))])
+    assert len(loader) == 3 and torch.bincount(ys).tolist() == [12, 12]
+    ds = loader.dataset
+    assert all(torch.equal(ds[i][0], split.x[i]) for i in range(15)), "originals stay untouched at intensity 0"
+    assert not torch.equal(ds[12 + 15][0], split.x[12]), "index i + N is an augmented copy of image i"
+    assert ds[12 + 15][1] == 1
