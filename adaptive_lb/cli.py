@@ -1,4 +1,4 @@
-"""``adaptive-lb``: train, eval, fetch.
+"""``adaptive-lb``: train, eval, report, fetch.
 
 Bad input (config, data, run dir) ends with one line on stderr and exit code 2, before anything is written.
 """
@@ -66,6 +66,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         kept = f"checkpoint of epoch {trainer.epoch} kept" if trainer.epoch else "no checkpoint yet"
         _fail(f"{exc}; run stopped ({kept} in {run.path}): lower optim.lr or check the data")
         return 1
+    if not args.no_plots:
+        from adaptive_lb.report import load_run, write_run_plots
+
+        plots = write_run_plots(load_run(run.path), run.path / "plots")
+        print(f"plots: {', '.join(str(p) for p in plots)}", flush=True)
     print(f"run dir: {run.path}", flush=True)
     return 0
 
@@ -95,6 +100,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """PNG plots of one run, or grouped bars and a comparison table of several (seeds aggregated)."""
+    import time
+    from pathlib import Path
+
+    from adaptive_lb.progress import print_tables
+    from adaptive_lb.report import comparison_rows, group_runs, load_run, rich_table, write_comparison, write_run_plots
+
+    runs = [load_run(p) for p in args.run_dirs]  # every run is checked before anything is written
+    groups = group_runs(runs)
+    if len(runs) == 1:
+        out = Path(args.out) if args.out else runs[0].path / "plots"
+        written = write_run_plots(runs[0], out, _confusion_if_missing(runs[0]))
+    else:
+        out = Path(args.out) if args.out else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+        written = write_comparison(groups, out)
+    print_tables(rich_table(comparison_rows(groups)))
+    for path in written:
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
+def _confusion_if_missing(run) -> list | None:
+    """Runs made before summaries held confusion matrices: recompute it from the checkpoint."""
+    import torch
+
+    from adaptive_lb.data import build_data
+    from adaptive_lb.rundir import RunDir
+    from adaptive_lb.trainer import Trainer
+
+    if "confusion" in run.summary.get("posthoc", run.summary):
+        return None
+    saved = RunDir.open(run.path)
+    cfg = saved.config()
+    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
+    trainer.load_state_dict(saved.load_checkpoint())
+    bias = run.summary.get("posthoc", {}).get("bias")
+    print(f"{PROG}: note: {run.path} has no confusion matrix in its summary; recomputed from its checkpoint",
+          file=sys.stderr)
+    return trainer.confusion("test", torch.tensor(bias) if bias else None).tolist()
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Make a dataset available under ``--root`` (downloads with torchvision when files are missing)."""
     from adaptive_lb.config import DataConfig
@@ -116,12 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run dir (default runs/<config>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of the live display")
+    train.add_argument("--no-plots", action="store_true", help="skip the PNG plots written at the end")
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="per-class report of a run")
     ev.add_argument("run_dir")
     ev.add_argument("--split", choices=("test", "heldout"), default="test")
     ev.add_argument("--raw", action="store_true", help="ignore the run's post-hoc biases")
     ev.set_defaults(func=cmd_eval)
+    rep = sub.add_parser("report", help="plots of a run; grouped bars and a table for several")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--out", help="folder for the PNGs (default RUN_DIR/plots, or reports/compare-<time>)")
+    rep.set_defaults(func=cmd_report)
     fetch = sub.add_parser("fetch", help="check or download a dataset")
     fetch.add_argument("dataset", choices=("fashion_mnist", "cifar10", "cifar100"))
     fetch.add_argument("--root", default="data", help="folder for the files (default ./data)")

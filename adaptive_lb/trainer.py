@@ -83,6 +83,7 @@ class Trainer:
         self._fresh_model()
         self.epoch = 0             # completed epochs, over all passes
         self.last_record: dict = {}  # metrics of the last completed epoch
+        self.last_confusion: dict = {}  # its held-out and test confusion matrices, cm[true][predicted]
         self.pass_summaries: list[dict] = []  # final metrics of each finished pass but the last
 
     def _train_loader(self) -> BatchLoader | AlbumentationsLoader:
@@ -137,15 +138,18 @@ class Trainer:
         loss, images = self.train_one_epoch(epoch)
         t1 = time.perf_counter()
         names = self.data.class_names
-        held = summarize(self.confusion("heldout"), names, "held-out")
+        held_cm = self.confusion("heldout")
+        held = summarize(held_cm, names, "held-out")
         t2 = time.perf_counter()
         tpr = torch.tensor(held["tpr"], dtype=torch.float32)
         counts = torch.tensor(held["support"], dtype=torch.float32)
         self.action = self._on_device(self.controller.update(epoch, tpr, counts))
         t3 = time.perf_counter()
-        test = summarize(self.confusion("test"), names, "test")  # reported only, after the decision
+        test_cm = self.confusion("test")
+        test = summarize(test_cm, names, "test")  # reported only, after the decision
         t4 = time.perf_counter()
         self.epoch += 1
+        self.last_confusion = {"heldout": held_cm.tolist(), "test": test_cm.tolist()}  # (C, C) each
         self.last_record = {
             "epoch": self.epoch, "pass": epoch // per_pass + 1, "train_loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -231,15 +235,17 @@ class Trainer:
         else:
             bias = logit_adjust_biases(self.train_counts, p.tau)
         names = self.data.class_names
+        cms = {split: self.confusion(split, bias) for split in ("heldout", "test")}
         return {"method": p.method, "bias": bias.tolist(),
-                **{split: {k: v for k, v in summarize(self.confusion(split, bias), names, split).items()
-                           if k in SUMMARY_KEYS} for split in ("heldout", "test")}}
+                **{split: {k: v for k, v in summarize(cm, names, split).items() if k in SUMMARY_KEYS}
+                   for split, cm in cms.items()},
+                "confusion": {split: cm.tolist() for split, cm in cms.items()}}
 
     def summary(self) -> dict:
         """Final held-out and test metrics of the last epoch (the model that is saved), and post-hoc ones."""
         rec = self.last_record
         out = {"epochs": self.epoch, "class_names": list(self.data.class_names), "heldout": rec["heldout"],
-               "test": rec["test"], "device": str(self.device)}
+               "test": rec["test"], "confusion": self.last_confusion, "device": str(self.device)}
         if self.pass_summaries:
             out["earlier_passes"] = self.pass_summaries
         posthoc = self.posthoc()
@@ -253,6 +259,7 @@ class Trainer:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "controller": self.controller.state_dict(),
                 "action": [t.cpu() for t in self.action], "last_record": self.last_record,
+                "last_confusion": self.last_confusion,
                 "pass_summaries": self.pass_summaries,
                 "threads": torch.get_num_threads()}
 
@@ -263,6 +270,7 @@ class Trainer:
         self.controller.load_state_dict(state["controller"])
         self.action = self._on_device(ControlAction(*state["action"]))
         self.epoch, self.last_record = state["epoch"], state["last_record"]
+        self.last_confusion = state.get("last_confusion", {})
         self.pass_summaries = state["pass_summaries"]
 
     # ------------------------------------------------------------------------------------------ helpers
