@@ -105,18 +105,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from adaptive_lb.progress import print_tables
-    from adaptive_lb.report import comparison_rows, group_runs, load_run, rich_table, write_comparison, write_run_plots
+    from adaptive_lb import report
+    from adaptive_lb.progress import comparison_table, print_tables
 
-    runs = [load_run(p) for p in args.run_dirs]  # every run is checked before anything is written
-    groups = group_runs(runs)
+    runs = [report.load_run(p) for p in args.run_dirs]  # every run is checked before anything is written
+    groups = report.group_runs(runs)
     if len(runs) == 1:
         out = Path(args.out) if args.out else runs[0].path / "plots"
-        written = write_run_plots(runs[0], out, _confusion_if_missing(runs[0]))
+        written = report.write_run_plots(runs[0], out, _confusion_if_missing(runs[0]))
     else:
         out = Path(args.out) if args.out else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        written = write_comparison(groups, out)
-    print_tables(rich_table(comparison_rows(groups)))
+        written = report.write_comparison(groups, out)
+    print_tables(comparison_table(report.comparison_rows(groups), report.COMPARE_KEYS))
     for path in written:
         print(f"wrote {path}", flush=True)
     return 0

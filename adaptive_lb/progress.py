@@ -79,6 +79,20 @@ def report_table(block: dict, class_names: Sequence[str], title: str) -> Any:
     return table
 
 
+def comparison_table(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[str, str]]) -> Any:
+    """rich Table of ``adaptive-lb report``'s run comparison: (mean, std) per metric in ``keys``."""
+    from rich.table import Table
+
+    table = Table(title="test metrics, mean ± std over seeds", title_justify="left")
+    for col in ("run", "seeds", *(name for _, name in keys), "worst class"):
+        table.add_column(col, justify="left" if col in ("run", "worst class") else "right")
+    for row in rows:
+        label = row["run"] + (f" (post-hoc {row['posthoc']})" if row["posthoc"] else "")
+        table.add_row(label, str(row["seeds"]), *(f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k, _ in keys),
+                      row["worst_class"])
+    return table
+
+
 def print_tables(*tables: Any, file: TextIO | None = None) -> None:
     """Print rich renderables (plain characters when ``file`` is not a terminal)."""
     from rich.console import Console

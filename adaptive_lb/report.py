@@ -120,20 +120,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def rich_table(rows: list[dict[str, Any]]) -> Any:
-    """The comparison as a rich Table."""
-    from rich.table import Table
-
-    table = Table(title="test metrics, mean ± std over seeds", title_justify="left")
-    for col in ("run", "seeds", *(name for _, name in COMPARE_KEYS), "worst class"):
-        table.add_column(col, justify="left" if col in ("run", "worst class") else "right")
-    for row in rows:
-        label = row["run"] + (f" (post-hoc {row['posthoc']})" if row["posthoc"] else "")
-        table.add_row(label, str(row["seeds"]), *(f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k, _ in COMPARE_KEYS),
-                      row["worst_class"])
-    return table
-
-
 # ---------------------------------------------------------------------------------------------- plots
 def _pyplot() -> Any:
     import matplotlib
