@@ -1,6 +1,7 @@
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,20 @@ def test_synthetic_is_deterministic_and_harder_for_later_classes():
     assert a.x_train.shape == (150, 1, 10, 10) and len(a.y_test) == 3 * 16
     spread = [a.x_train[a.y_train == c].float().std(dim=0).mean().item() for c in range(3)]
     assert spread[0] < spread[1] < spread[2]
+
+
+def test_cifar10_lt100_config_runs_on_cifar_format_files(tmp_path):
+    from adaptive_lb.config import load_config
+    from adaptive_lb.trainer import Trainer
+
+    write_fake_cifar(tmp_path, "cifar10", n_per_file=60)  # 30 images per class in the training files
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config([root / "cifar10_lt100.yaml", root / "methods" / "ldam_drw.yaml"],
+                      [f"data.root={tmp_path}", "data.heldout_fraction=0.2", "model.name=resnet20", "train.epochs=2",
+                       "train.batch_size=32", "train.device=cpu", "optim.warmup_epochs=0"])
+    trainer = Trainer(cfg, build_data(cfg.data, 0))
+    # 6 held-out per class first, then n_c = 24 * 100^(-c/9) on the rest: 24, 14, 8, ..., 1 (never 0)
+    assert trainer.train_counts.tolist() == [24, 14, 8, 5, 3, 1, 1, 1, 1, 1]
+    assert len(trainer.data.heldout) == 60
+    summary = trainer.fit()
+    assert summary["epochs"] == 2 and len(summary["test"]["tpr"]) == 10
