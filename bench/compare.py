@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 LT_METHODS = ("erm", "inverse_freq", "effective_number", "focal", "ldam_drw", "logit_adjusted", "posthoc_equalise",
-              "closed_loop", "closed_loop_la")
+              "closed_loop", "closed_loop_la", "closed_loop_ldam")
 # suite -> method -> (config files merged left to right, overrides); same data, model and budget per suite
 SUITES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "fashion_mnist": {

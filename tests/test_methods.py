@@ -24,7 +24,7 @@ def test_every_method_named_in_the_docs_has_an_overlay():
     names = {p.stem for p in METHODS}
     assert names >= {"erm", "inverse_freq", "inverse_sqrt", "effective_number", "oversample", "undersample",
                      "oversample_aug", "focal", "ldam_drw", "logit_adjusted", "balanced_softmax",
-                     "posthoc_equalise", "posthoc_logit_adjust", "closed_loop", "closed_loop_la"}
+                     "posthoc_equalise", "posthoc_logit_adjust", "closed_loop", "closed_loop_la", "closed_loop_ldam"}
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
