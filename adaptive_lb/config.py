@@ -119,9 +119,9 @@ class PosthocConfig:
     method: str = knob("none", choices=("none", "equalise", "logit_adjust"))  # equalise: per-class logit
     # biases that even out held-out TPR; logit_adjust: subtract tau * log(training prior)
     tau: float = knob(1.0, ge=0.0)          # logit_adjust strength
-    iterations: int = knob(400, ge=1)       # equalise: bias updates (each one pass over cached logits)
-    spread_weight: float = knob(1.0, gt=0.0)  # equalise keeps the biases that maximise
-    # mean(TPR) - spread_weight * std(TPR) on held-out: large = even at any cost, small = accuracy first
+    sweeps: int = knob(8, ge=1)             # equalise: coordinate-ascent sweeps over the classes' biases
+    spread_weight: float = knob(1.0, gt=0.0)  # equalise maximises mean(TPR) - spread_weight * std(TPR) on
+    # held-out: large = even at any cost, small = accuracy first
 
 
 AUG_OPS = ("flip", "affine", "brightness_contrast", "erasing", "noise")

@@ -168,16 +168,17 @@ def plot_grouped_bars(series: dict[str, tuple[list[float], list[float]]], class_
     plt = _pyplot()
     n, k = len(class_names), len(series)
     width = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n * max(k, 2)), 4.2))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(7.0, 0.3 * n * k + 2)), 4.2))
     for i, (label, (means, stds)) in enumerate(series.items()):
         xs = [c - 0.4 + width * (i + 0.5) for c in range(n)]
         ax.bar(xs, means, width, yerr=stds if any(stds) else None, label=label, capsize=2)
     ax.set_xticks(range(n), class_names, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylabel("TPR (recall)")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)  # room above the bars for the legend
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=min(k, 5), frameon=False)
     return _save(fig, path)
 
 

@@ -231,7 +231,7 @@ class Trainer:
         if p.method == "none":
             return None
         if p.method == "equalise":
-            bias = equalising_biases(*self.logits("heldout"), p.iterations, p.spread_weight)
+            bias = equalising_biases(*self.logits("heldout"), p.sweeps, p.spread_weight)
         else:
             bias = logit_adjust_biases(self.train_counts, p.tau)
         names = self.data.class_names

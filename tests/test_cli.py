@@ -22,7 +22,7 @@ def test_train_and_eval_on_a_fashion_mnist_subset(tmp_path, fmnist_available):
     # an override after the options is accepted too
     res = run_cli("train", FMNIST, *QUICK_FMNIST, "--out", str(out), "train.epochs=2", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "plots"}
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
@@ -85,7 +85,7 @@ def _bad(args, capsys, tmp_path):
      "controller.drw_epoch (9) must be below train.epochs"),
     (["controller.weights=[1, 2]", "controller.count_weights=inverse_freq"], "keep one of them"),
     (["model.name=tv:resnet18", "model.head=cosine"], "model.head=cosine works with"),
-    (["posthoc.method=equalise", "posthoc.iterations=0"], "posthoc.iterations: 0 is out of range"),
+    (["posthoc.method=equalise", "posthoc.sweeps=0"], "posthoc.sweeps: 0 is out of range"),
 ])
 def test_bad_config_values(overrides, fragment, capsys, tmp_path):
     assert fragment in _bad([SYNTH, *overrides], capsys, tmp_path)

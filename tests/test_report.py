@@ -32,7 +32,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     made = {}
     for name, extra in (("loop_s0", ["train.seed=0"]), ("loop_s1", ["train.seed=1"]),
-                        ("posthoc", ["posthoc.method=equalise", "posthoc.iterations=30"])):
+                        ("posthoc", ["posthoc.method=equalise", "posthoc.sweeps=2"])):
         assert main(["train", SYNTH, *QUICK, *extra, "--out", str(base / name)]) == 0
         made[name] = base / name
     return made

@@ -93,7 +93,7 @@ LONG_TAIL = {"long_tail": "exp", "imbalance_ratio": 10.0}
     ({"data": {**LONG_TAIL, "sampler": "oversample_aug"}, "model": {"head": "cosine"},
       "loss": {"name": "ldam", "scale": 30.0},
       "controller": {"name": "drw", "count_weights": "effective_number", "drw_epoch": 2},
-      "posthoc": {"method": "equalise", "iterations": 50}}, 1),
+      "posthoc": {"method": "equalise", "sweeps": 2}}, 1),
     ({"data": {**LONG_TAIL, "sampler": "undersample"}, "augment": {"backend": "albumentations", "workers": 0},
       "controller": {**LOOP, "aug_init": 0.2}, "loss": {"name": "focal"}}, 1),
 ])
