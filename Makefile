@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint data bench compare clean
+.PHONY: demo test lint data bench compare compare-lt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: data
 # methods x 3 seeds on full Fashion-MNIST (about an hour on 2 cores); see bench/README.md
 compare: data
 	$(PY) bench/compare.py --seeds 0 1 2 --jobs 2
+
+# the baselines on Fashion-MNIST-LT rho=100 (about 80 minutes on 2 cores)
+compare-lt: data
+	$(PY) bench/compare.py --suite fashion_mnist_lt100 --seeds 0 1 2 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
