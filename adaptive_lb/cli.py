@@ -75,20 +75,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restored_trainer(path):
+    """The run dir at ``path`` and a trainer holding its checkpoint (model, controller, counters)."""
+    from adaptive_lb.data import build_data
+    from adaptive_lb.rundir import RunDir
+    from adaptive_lb.trainer import Trainer
+
+    run = RunDir.open(path)
+    cfg, state = run.config(), run.load_checkpoint()
+    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
+    trainer.load_state_dict(state)
+    return run, trainer
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Per-class report of a finished (or checkpointed) run on its test or held-out split."""
     import torch
 
-    from adaptive_lb.data import build_data
     from adaptive_lb.metrics import summarize
     from adaptive_lb.progress import print_tables, report_table
-    from adaptive_lb.rundir import RunDir
-    from adaptive_lb.trainer import Trainer
 
-    run = RunDir.open(args.run_dir)
-    cfg, state = run.config(), run.load_checkpoint()
-    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
-    trainer.load_state_dict(state)
+    run, trainer = _restored_trainer(args.run_dir)
     names = trainer.data.class_names
     title = f"{run.path}: {args.split} split, epoch {trainer.epoch}"
     posthoc = run.read_summary().get("posthoc") if run.has_summary() and not args.raw else None
@@ -126,16 +133,9 @@ def _confusion_if_missing(run) -> list | None:
     """Runs made before summaries held confusion matrices: recompute it from the checkpoint."""
     import torch
 
-    from adaptive_lb.data import build_data
-    from adaptive_lb.rundir import RunDir
-    from adaptive_lb.trainer import Trainer
-
     if "confusion" in run.summary.get("posthoc", run.summary):
         return None
-    saved = RunDir.open(run.path)
-    cfg = saved.config()
-    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
-    trainer.load_state_dict(saved.load_checkpoint())
+    _, trainer = _restored_trainer(run.path)
     bias = run.summary.get("posthoc", {}).get("bias")
     print(f"{PROG}: note: {run.path} has no confusion matrix in its summary; recomputed from its checkpoint",
           file=sys.stderr)

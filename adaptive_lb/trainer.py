@@ -230,12 +230,13 @@ class Trainer:
         p = self.cfg.posthoc
         if p.method == "none":
             return None
+        logits = {split: self.logits(split) for split in ("heldout", "test")}  # one pass each, reused below
         if p.method == "equalise":
-            bias = equalising_biases(*self.logits("heldout"), p.sweeps, p.spread_weight)
+            bias = equalising_biases(*logits["heldout"], p.sweeps, p.spread_weight)
         else:
             bias = logit_adjust_biases(self.train_counts, p.tau)
-        names = self.data.class_names
-        cms = {split: self.confusion(split, bias) for split in ("heldout", "test")}
+        num, names = self.data.num_classes, self.data.class_names
+        cms = {split: confusion_matrix(y, (z + bias).argmax(dim=1), num) for split, (z, y) in logits.items()}
         return {"method": p.method, "bias": bias.tolist(),
                 **{split: {k: v for k, v in summarize(cm, names, split).items() if k in SUMMARY_KEYS}
                    for split, cm in cms.items()},
