@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from adaptive_lb.report import mean_std
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LT_METHODS = ("erm", "inverse_freq", "effective_number", "focal", "ldam_drw", "logit_adjusted", "posthoc_equalise",
@@ -92,10 +94,6 @@ def read_run(path: Path) -> dict:
                         "class_weights": r["class_weights"], "aug_intensity": r["aug_intensity"],
                         "logit_margin": r["logit_margin"]} for r in records],
     }
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def table(results: dict[str, list[dict]]) -> str:

@@ -48,7 +48,8 @@ class BatchLoader:
         self.normalise = Normalise(mean, std, channels_last, split.x.device)
         self.sampler, self.num_classes = sampler, num_classes
         self.copy_aug = copy_aug if sampler == "oversample_aug" else 0.0
-        self.size = epoch_size(split.y, num_classes, sampler)  # samples per training epoch
+        self.labels = split.y.cpu()  # (N,) the samplers draw on the CPU: copied once, not every epoch
+        self.size = epoch_size(self.labels, num_classes, sampler)  # samples per training epoch
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)
@@ -59,7 +60,7 @@ class BatchLoader:
         device = self.split.x.device
         order, copy = None, None  # None: in order, by slicing (evaluation)
         if gen is not None:
-            order, copy = (t.to(device) for t in epoch_indices(self.split.y, self.num_classes, self.sampler, gen))
+            order, copy = (t.to(device) for t in epoch_indices(self.labels, self.num_classes, self.sampler, gen))
         if intensity is None:
             intensity = torch.zeros(max(self.num_classes, 1), device=device)
         # one host sync per epoch; nothing to augment skips the augmenter (and its random draws) entirely

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from adaptive_lb.data.splits import class_counts
+from adaptive_lb.data.splits import class_counts, per_class_indices
 from adaptive_lb.errors import DataError
 
 SAMPLERS = ("none", "oversample", "undersample", "oversample_aug")
@@ -54,8 +54,7 @@ def epoch_indices(labels: torch.Tensor, num_classes: int, kind: str,
         order = torch.randperm(len(labels), generator=gen)
         return order, torch.zeros(len(order), dtype=torch.bool)
     counts = class_counts(labels, num_classes)
-    perm = torch.randperm(len(labels), generator=gen)
-    groups = [perm[labels[perm] == c] for c in range(num_classes)]  # each class's indices, shuffled
+    groups = per_class_indices(labels, num_classes, gen)  # each class's indices, shuffled
     parts, copies = [], []
     for g in groups:
         if kind == "undersample":

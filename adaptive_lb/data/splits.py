@@ -19,7 +19,7 @@ def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.bincount(labels, minlength=num_classes)
 
 
-def _per_class_indices(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> list[torch.Tensor]:
+def per_class_indices(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Indices of each class, shuffled with ``gen`` (one permutation of the whole set, then grouped)."""
     perm = torch.randperm(len(labels), generator=gen)
     shuffled = labels[perm]
@@ -28,7 +28,7 @@ def _per_class_indices(labels: torch.Tensor, num_classes: int, gen: torch.Genera
 
 def take_per_class(labels: torch.Tensor, counts: Sequence[int], gen: torch.Generator) -> torch.Tensor:
     """A random ``counts[c]`` indices of each class c (all of them when a class has fewer), sorted."""
-    groups = _per_class_indices(labels, len(counts), gen)
+    groups = per_class_indices(labels, len(counts), gen)
     picked = [g[: int(n)] for g, n in zip(groups, counts)]
     return torch.cat(picked).sort().values
 
@@ -52,7 +52,7 @@ def stratified_heldout(labels: torch.Tensor, num_classes: int, fraction: float, 
         raise DataError(
             f"class '{class_names[c]}' has {int(counts[c])} training samples, too few for a held-out split "
             f"of {fraction:g}: raise data.subset_per_class or data.heldout_fraction")
-    groups = _per_class_indices(labels, num_classes, gen)
+    groups = per_class_indices(labels, num_classes, gen)
     held = torch.cat([g[: int(n)] for g, n in zip(groups, want)]).sort().values
     train = torch.cat([g[int(n):] for g, n in zip(groups, want)]).sort().values
     return train, held
