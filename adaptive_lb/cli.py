@@ -1,4 +1,4 @@
-"""``adaptive-lb``: train, eval, report, fetch.
+"""``adaptive-lb``: train, tune, eval, report, fetch.
 
 Bad input (config, data, run dir) ends with one line on stderr and exit code 2, before anything is written.
 """
@@ -142,6 +142,16 @@ def _confusion_if_missing(run) -> list | None:
     return trainer.confusion("test", torch.tensor(bias) if bias else None).tolist()
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Optuna study of the controller: minimise held-out TPR variance under an accuracy guard."""
+    from adaptive_lb.tune.runner import TuneOptions, run_tune
+
+    return run_tune(TuneOptions(
+        configs=[a for a in args.args if "=" not in a], overrides=[a for a in args.args if "=" in a],
+        trials=args.trials, study=args.study, storage=args.storage, n_jobs=args.n_jobs, timeout=args.timeout,
+        out=args.dir, quiet=args.quiet, final=not args.no_final, final_only=args.final_only))
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Make a dataset available under ``--root`` (downloads with torchvision when files are missing)."""
     from adaptive_lb.config import DataConfig
@@ -165,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of the live display")
     train.add_argument("--no-plots", action="store_true", help="skip the PNG plots written at the end")
     train.set_defaults(func=cmd_train)
+    tune = sub.add_parser("tune", help="Optuna study of the controller (held-out TPR variance, accuracy guard)")
+    tune.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE",
+                      help="YAML config(s) with a tune: block (e.g. configs/tune/fashion_mnist.yaml), then dotted "
+                           "overrides (e.g. tune.pruner=hyperband)")
+    tune.add_argument("--trials", type=int, default=0, help="trials this command runs (split over --n-jobs)")
+    tune.add_argument("--study", help="study name (default: the config file names)")
+    tune.add_argument("--storage", help="sqlite | journal | FILE.db | FILE.log | postgresql://USER@HOST/DB "
+                                        "(default: a file in the study folder)")
+    tune.add_argument("--n-jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    tune.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    tune.add_argument("--dir", help="study folder (default studies/<study>)")
+    tune.add_argument("--quiet", action="store_true", help="plain log lines instead of the live view")
+    tune.add_argument("--no-final", action="store_true", help="skip retraining best/default/ERM on fresh seeds")
+    tune.add_argument("--final-only", action="store_true", help="no new trials: export and retrain the best")
+    tune.set_defaults(func=cmd_tune)
     ev = sub.add_parser("eval", help="per-class report of a run")
     ev.add_argument("run_dir")
     ev.add_argument("--split", choices=("test", "heldout"), default="test")
@@ -186,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options too: `train cfg.yaml --quiet train.epochs=3`
-    if extra and args.command == "train" and all("=" in a and not a.startswith("-") for a in extra):
+    if extra and args.command in ("train", "tune") and all("=" in a and not a.startswith("-") for a in extra):
         args.args = [*args.args, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -212,6 +212,13 @@ def load_config(path: str | Path | typing.Sequence[str | Path], overrides: typin
     A file may start from another with ``base: other.yaml`` (path relative to the file); its own keys win.
     Several files merge left to right, e.g. a dataset config then a method overlay from ``configs/methods/``.
     """
+    raw = load_raw(path, overrides)
+    raw.pop("tune", None)  # the search space of `adaptive-lb tune` (adaptive_lb/tune/space.py); train ignores it
+    return from_dict(RunConfig, raw)
+
+
+def load_raw(path: str | Path | typing.Sequence[str | Path], overrides: typing.Sequence[str] = ()) -> dict:
+    """The merged YAML mapping of config file(s) with dotted overrides applied, not yet validated."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths:
         raise ConfigError("no config file given: pass a YAML file such as configs/fashion_mnist.yaml")
@@ -220,7 +227,7 @@ def load_config(path: str | Path | typing.Sequence[str | Path], overrides: typin
         raw = _merge(raw, _read_yaml(Path(one)))
     for item in overrides:
         apply_override(raw, item)
-    return from_dict(RunConfig, raw)
+    return raw
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -340,3 +347,26 @@ def dump_config(cfg: RunConfig) -> str:
     """YAML text of the fully resolved config (every field, defaults included)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
+
+
+# ---------------------------------------------------------------------------------------------- single fields
+def leaf_fields(cls: type | None = None, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Every scalar field as ``dotted.name -> (dataclass Field, type)`` (nested sections walked)."""
+    cls = cls or RunConfig
+    out: dict[str, tuple[Any, Any]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            out.update(leaf_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (f, tp)
+    return out
+
+
+def check_field_value(name: str, value: Any, key: str) -> Any:
+    """``value`` coerced to field ``name``'s type and checked against its range; errors name ``key``."""
+    f, tp = leaf_fields()[name]
+    value = _coerce(tp, value, key)
+    _check_range(f, value, key)
+    return value

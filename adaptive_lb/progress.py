@@ -211,3 +211,136 @@ def create_progress(quiet: bool, stream: TextIO | None = None) -> Callback:
     if quiet or not stream.isatty():
         return PlainProgress(stream)
     return RichProgress()
+
+
+# ---------------------------------------------------------------------------------------------- tune
+def _values_text(row: dict) -> str:
+    vals = row["values"]
+    if not vals:
+        return "–"
+    text = f"var {vals[0]:.5f} (std {vals[0] ** 0.5:.4f})"
+    return text + (f", bal. acc {vals[1]:.4f}" if len(vals) > 1 else "")
+
+
+def _params_text(params: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class PlainTuneView:
+    """Study progress as log lines: one per finished trial of this process, plus notes."""
+
+    def __init__(self, header: str, file: TextIO | None = None) -> None:
+        self.header, self.file = header, file or sys.stdout
+        self.current: int | None = None  # number of this process's running trial
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.file, flush=True)
+
+    def start(self) -> None:
+        self._print(self.header)
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+    def trial_start(self, label: str, params: dict, epochs: int, number: int | None = None) -> None:
+        """A trial (``number``) or the reference run starts in this process."""
+        self.current = number
+        if number is None:
+            self._print(f"{label}: training {epochs} epochs")
+
+    def trial_epoch(self, record: dict) -> None:
+        """Called after every epoch of this process's running trial."""
+
+    def refresh(self, snap: dict) -> None:
+        """Called after each finished trial with ``tune.final.snapshot``."""
+        mine = [r for r in snap["recent"] if r["number"] == self.current]
+        if mine:
+            r = mine[0]
+            acc = f" held-out acc {r['accuracy']:.4f}" if r["accuracy"] is not None else ""
+            guard = {True: "", False: " (fails the accuracy guard)", None: ""}[r["feasible"]]
+            self._print(f"trial {r['number']} {r['state']}: {_values_text(r)}{acc}{guard} | "
+                        f"{_params_text(r['params'])}{' | ' + r['note'] if r['note'] else ''}")
+        c, best = snap["counts"], snap["best"]
+        self._print(f"study: {snap['total']} trials ({c['complete']} complete, {c['pruned']} pruned, {c['fail']} "
+                    f"failed, {c['running']} running); best "
+                    + (f"#{best['number']} {_values_text(best)}" if best else "none yet"))
+
+    def stop(self) -> None:
+        """End of the trials."""
+
+
+class RichTuneView(PlainTuneView):
+    """Live panel: trial counts by state, best so far, the running trial's epoch bar, the recent trials."""
+
+    def __init__(self, header: str, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        super().__init__(header)
+        self.console = console or Console()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[value]}"), TimeElapsedColumn(), console=self.console)
+        self.task = self.progress.add_task("waiting for a trial", total=1, value="")
+        self.snap: dict | None = None
+        self.live: Any = None
+
+    def start(self) -> None:
+        from rich.live import Live
+
+        self.live = Live(get_renderable=self._view, console=self.console, refresh_per_second=2)
+        self.live.start()
+
+    def note(self, text: str) -> None:
+        if self.live is not None:
+            self.live.console.print(text)
+        else:
+            self.console.print(text)
+
+    def trial_start(self, label: str, params: dict, epochs: int, number: int | None = None) -> None:
+        self.current = number
+        self.progress.reset(self.task, total=epochs, description=label, value=_params_text(params))
+
+    def trial_epoch(self, record: dict) -> None:
+        var = record["heldout"]["tpr_var"]
+        self.progress.update(self.task, completed=record["epoch"],
+                             value=f"held-out TPR var {var:.5f}  acc {record['heldout']['accuracy']:.4f}")
+
+    def refresh(self, snap: dict) -> None:
+        self.snap = snap
+
+    def _view(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        parts: list[Any] = [self.header]
+        if self.snap:
+            c, best = self.snap["counts"], self.snap["best"]
+            parts.append(f"trials {self.snap['total']}: [green]{c['complete']} complete[/]  [yellow]{c['pruned']} "
+                         f"pruned[/]  [red]{c['fail']} failed[/]  {c['running']} running  {c['waiting']} queued")
+            parts.append("best " + (f"#{best['number']} {_values_text(best)}  acc {best['accuracy']:.4f}  "
+                                    f"{_params_text(best['params'])}" if best else "none yet"))
+            table = Table("trial", "state", "objective", "held-out acc", "guard", "parameters", "note",
+                          title="recent trials", title_justify="left")
+            colours = {"complete": "green", "pruned": "yellow", "fail": "red"}
+            for r in self.snap["recent"]:
+                state = f"[{colours.get(r['state'], 'white')}]{r['state']}[/]"
+                acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "–"
+                guard = {True: "ok", False: "[red]fails[/]", None: "–"}[r["feasible"]]
+                table.add_row(str(r["number"]), state, _values_text(r), acc, guard, _params_text(r["params"]),
+                              r["note"])
+            parts.append(table)
+        parts.append(self.progress)
+        return Group(*parts)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()  # the last frame stays on screen
+            self.live = None
+
+
+def create_tune_view(header: str, quiet: bool, stream: TextIO | None = None) -> PlainTuneView:
+    """Rich live panel on a terminal; plain lines with ``quiet`` or when output is piped."""
+    stream = stream or sys.stdout
+    if quiet or not stream.isatty():
+        return PlainTuneView(header, stream)
+    return RichTuneView(header)

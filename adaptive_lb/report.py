@@ -235,3 +235,37 @@ def write_comparison(groups: dict[str, list[Run]], out: Path) -> list[Path]:
     table = out / "compare.md"
     table.write_text(f"# Run comparison\n\n{markdown_table(comparison_rows(groups))}\n")
     return [bars, table]
+
+
+def write_study_plots(study: Any, out: Path, multi: bool) -> tuple[list[Path], list[str]]:
+    """Optimisation history, parameter importances and (multi) the Pareto front as PNGs; (written, notes).
+
+    A plot Optuna cannot draw yet (say, importances from fewer than two complete trials) becomes a note.
+    """
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    var = {"target": (lambda t: t.values[0]), "target_name": "held-out TPR variance"} if multi else \
+        {"target_name": "held-out TPR variance"}
+    plots = {"optimization_history.png": lambda: ovm.plot_optimization_history(study, **var),
+             "param_importances.png": lambda: ovm.plot_param_importances(study, **var)}
+    if multi:
+        plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(
+            study, target_names=["held-out TPR variance", "held-out balanced accuracy"])
+    written, notes = [], []
+    for name, draw in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                ax = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                notes.append(f"{name}: not drawn ({exc})")
+                continue
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(8, 5)
+        written.append(_save(fig, out / name))
+    return written, notes

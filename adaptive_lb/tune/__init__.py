@@ -1,0 +1,1 @@
+"""``adaptive-lb tune``: Optuna studies of the controller (space, storage, study, final step, runner)."""
