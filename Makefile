@@ -5,12 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint data bench compare compare-lt clean
+.PHONY: demo test lint data services bench compare compare-lt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
 
 # Debian's package when apt is usable (root), else torchvision's download into ./data.
@@ -31,7 +31,18 @@ demo: data
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: data lint
+# A PostgreSQL server binary for the shared-study tests (they start their own server in a temp folder).
+services:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL: present"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "PostgreSQL: installing Debian's postgresql"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null; \
+	else \
+		echo "PostgreSQL: not installed and apt-get unusable: the shared-study tests will be skipped"; \
+	fi
+
+test: data services lint
 	$(PY) -m pytest -q
 
 bench: data

@@ -223,7 +223,8 @@ def _values_text(row: dict) -> str:
 
 
 def _params_text(params: dict) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return "  ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                     for k, v in params.items())
 
 
 class PlainTuneView:

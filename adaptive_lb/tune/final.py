@@ -93,22 +93,25 @@ def trials_markdown(study: Any, spec: TuneSpec) -> str:
         vals = [f"{v:.6f}" if i == 0 else f"{v:.4f}" for i, v in enumerate(r["values"])] or ["–"] * (1 + multi)
         acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "–"
         guard = {True: "ok", False: "fails", None: "–"}[r["feasible"]]
-        params = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["params"].items())
+        params = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in r["params"].items())
         lines.append(f"| {r['number']} | {r['state']} | {' | '.join(vals)} | {acc} | {guard} | {r['epochs']} | "
                      f"{params} | {r['note']} |")
     return "\n".join(lines)
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def final_runs(spec: TuneSpec, best: Any, study_dir: Path, train: Any) -> list[Path]:
     """Retrain tuned / default / ERM on the fresh seeds (``train(cfg, path)`` trains one); their run dirs.
 
-    Finished runs are kept, so an interrupted final step continues where it stopped.
+    Finished runs are kept, so an interrupted final step continues where it stopped. When the best trial is
+    the config's own setting, ``default`` is not trained twice.
     """
     variants = {"tuned": dict(best.params), "default": None, "erm": None}
+    if dict(best.params) == spec.default_values():  # tuned = default: train it once
+        del variants["default"]
     paths = []
     for seed in spec.tune.final_seeds:
         for label, values in variants.items():

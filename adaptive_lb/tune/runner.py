@@ -200,7 +200,7 @@ def finish(study: Any, spec: TuneSpec, study_dir: Path, o: TuneOptions) -> int:
         print(f"adaptive-lb: note: {note}", file=sys.stderr)
     print(f"best trial #{best.number}: held-out TPR variance {best.values[0]:.6f} (std {best.values[0] ** 0.5:.4f}), "
           f"held-out accuracy {best.user_attrs.get('accuracy', float('nan')):.4f}; "
-          + ", ".join(f"{k}={v}" for k, v in best.params.items()), flush=True)
+          + ", ".join(f"{k}={final.fmt(v)}" for k, v in best.params.items()), flush=True)
     table = ""
     if o.final and spec.tune.final_seeds:
         paths = final.final_runs(spec, best, study_dir, _final_train)

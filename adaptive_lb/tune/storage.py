@@ -14,7 +14,9 @@ process no longer exists (same host, pid gone or reused) is failed and re-queued
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -80,17 +82,30 @@ def open_storage(url: str, tune: TuneConfig) -> Any:
         kwargs["connect_args"] = {"connect_timeout": 10}
     else:
         _need_folder(Path(url.removeprefix("sqlite:///")))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=tune.heartbeat_s, grace_period=tune.grace_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.retries))
-        except Exception as exc:  # sqlalchemy's OperationalError and friends: the reason is in the first line
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"storage {redact(url)} cannot be reached ({reason[:200]}): check the URL, that the "
-                              "server runs and accepts this user, or drop --storage for a local file") from None
+    for attempt in range(4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=tune.heartbeat_s, grace_period=tune.grace_s,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.retries))
+            except Exception as exc:  # sqlalchemy's OperationalError and friends: the reason is in the first line
+                if _table_race(exc) and attempt < 3:  # workers starting at once on an empty database
+                    time.sleep(0.5 + random.random())
+                    continue
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"storage {redact(url)} cannot be reached ({reason[:200]}): check the URL, that "
+                                  "the server runs and accepts this user, or drop --storage for a local file") \
+                    from None
+    raise AssertionError("unreachable")
 
+
+def _table_race(exc: Exception) -> bool:
+    """Two processes creating Optuna's tables at once: the loser sees a duplicate; it can simply retry."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return isinstance(exc, (IntegrityError, ProgrammingError)) and (
+        "duplicate" in str(exc).lower() or "already exists" in str(exc).lower())
 
 def _need_folder(path: Path) -> None:
     try:
