@@ -138,6 +138,7 @@ def _run_workers(study: Any, spec: TuneSpec, study_dir: Path, url: str, o: TuneO
     from adaptive_lb.progress import create_tune_view
 
     threads = torch.get_num_threads()
+    _threads(spec, o.n_jobs)  # the reference below trains in this process too
     deadline = time.time() + o.timeout if o.timeout else None
     shares = [o.trials // o.n_jobs + (i < o.trials % o.n_jobs) for i in range(o.n_jobs)]
     workers = [Worker(spec, study.study_name, url, study_dir, n, i, o.n_jobs, deadline) for i, n in enumerate(shares)]
