@@ -40,11 +40,30 @@ class SyntheticConfig:
     difficulty_spread: float = knob(1.0, ge=0.0)  # class c's noise is noise * (1 + spread * c / (C-1))
 
 
+NAMES_COUNTRIES = ("GB", "US", "IE", "CA", "ES", "MX", "AR", "DE", "AT", "JP", "IN", "RU")
+
+
+@dataclass(frozen=True)
+class NamesConfig:
+    """Full names -> nationality, drawn from the names-dataset package (adaptive_lb/data/names.py)."""
+
+    # ISO 3166 alpha-2 codes, one class each, in this order. Default: three language-sharing groups
+    # (English GB/US/IE/CA; Spanish ES/MX/AR; German DE/AT) and three distinct ones (the package has no AU)
+    countries: tuple[str, ...] = NAMES_COUNTRIES
+    per_class: int = knob(1500, ge=4)          # training names per country (the held-out split comes from them)
+    test_per_class: int = knob(500, ge=1)      # test names per country
+    top_k: int = knob(1000, ge=10)             # candidates: a country's k most frequent first and last names
+    min_share: float = knob(0.02, ge=0.0, lt=1.0)  # drop a candidate when the country holds less than this
+    # share of the name's bearers (the package's per-country shares): removes names foreign to the country
+    max_len: int = knob(24, ge=5)              # characters of a full name (longer ones are not drawn)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, and how the train / held-out / test splits are carved."""
 
-    name: str = knob("fashion_mnist", choices=("fashion_mnist", "cifar10", "cifar100", "synthetic"))
+    name: str = knob("fashion_mnist", choices=("fashion_mnist", "cifar10", "cifar100", "synthetic",
+                                                            "names"))
     root: str = ""                 # folder holding the files; "" = ./data, then the Debian folder
     download: bool = False         # let torchvision download missing files (needs internet)
     heldout_fraction: float = knob(0.1, gt=0.0, lt=1.0)  # share of each class's training images held out
@@ -55,6 +74,7 @@ class DataConfig:
     imbalance_ratio: float = knob(1.0, ge=1.0)  # rho = n_max / n_min of the long-tail profile
     step_minor_fraction: float = knob(0.5, gt=0.0, lt=1.0)  # share of classes that are minor (step profile)
     synthetic: SyntheticConfig = knob(SyntheticConfig())     # used when name = synthetic
+    names: NamesConfig = knob(NamesConfig())                 # used when name = names
     # re-sampling of the training part, redrawn every epoch (adaptive_lb/data/samplers.py):
     # oversample = every class drawn up to the largest count (with replacement), undersample = every class
     # cut to the smallest count, oversample_aug = oversample with the extra copies augmented at copy_aug
@@ -66,8 +86,11 @@ class DataConfig:
 class ModelConfig:
     """The classifier."""
 
-    name: str = "small_cnn"        # small_cnn | resnet20 | resnet32 | tv:<torchvision model name>
-    width: int = knob(24, ge=4)    # channels of the first stage of small_cnn (doubles per stage)
+    name: str = "small_cnn"        # small_cnn | resnet20 | resnet32 | tv:<torchvision model name> | char_gru (names)
+    width: int = knob(24, ge=4)    # channels of the first stage of small_cnn (doubles per stage);
+    # char_gru: hidden units per direction
+    embed_dim: int = knob(32, ge=1)  # char_gru: size of the character embedding
+    layers: int = knob(1, ge=1)      # char_gru: stacked bidirectional GRU layers
     head: str = knob("linear", choices=("linear", "cosine"))  # cosine: logits are cos(feature, class vector)
     # in [-1, 1], as LDAM's normed linear layer; pair it with loss.scale (~30)
 
@@ -125,6 +148,8 @@ class PosthocConfig:
 
 
 AUG_OPS = ("flip", "affine", "brightness_contrast", "erasing", "noise")
+TEXT_AUG_OPS = ("swap", "drop", "insert")  # character edits for text datasets (adaptive_lb/augment/text.py)
+TEXT_DATASETS, TEXT_MODELS = ("names",), ("char_gru",)
 
 
 @dataclass(frozen=True)
@@ -133,7 +158,8 @@ class AugmentConfig:
 
     backend: str = knob("tensor", choices=("tensor", "albumentations"))  # tensor: batched on the training
     # device (fast path); albumentations: per sample on CPU in DataLoader workers
-    ops: tuple[str, ...] = AUG_OPS   # ops applied, each scaled by the intensity (adaptive_lb/augment/table.py)
+    ops: tuple[str, ...] = AUG_OPS   # ops applied, each scaled by the intensity (adaptive_lb/augment/table.py);
+    # text datasets take swap, drop, insert instead
     workers: int = knob(2, ge=0)     # DataLoader worker processes for the albumentations backend (0 = main)
 
 
@@ -200,9 +226,27 @@ class RunConfig:
                                   f"({self.train.epochs}) so that the switch happens during the run; 0 = 80 %")
         if self.model.head == "cosine" and self.model.name.startswith("tv:"):
             raise ConfigError("model.head=cosine works with small_cnn and the CIFAR ResNets, not torchvision models")
-        unknown = [op for op in self.augment.ops if op not in AUG_OPS]
+        self._check_modality()
+
+    def _check_modality(self) -> None:
+        """Images and text need their own models and augmentation ops."""
+        text = self.data.name in TEXT_DATASETS
+        ops = TEXT_AUG_OPS if text else AUG_OPS
+        unknown = [op for op in self.augment.ops if op not in ops]
         if unknown:
-            raise ConfigError(f"augment.ops: unknown op(s) {', '.join(unknown)}; use any of {', '.join(AUG_OPS)}")
+            what = f"data.name={self.data.name} takes" if text else "use any of"
+            raise ConfigError(f"augment.ops: unknown op(s) {', '.join(unknown)}; {what} {', '.join(ops)}")
+        if text != (self.model.name in TEXT_MODELS):
+            fix = f"model.name={TEXT_MODELS[0]}" if text else "an image model such as small_cnn"
+            raise ConfigError(f"model.name={self.model.name} does not fit data.name={self.data.name}: use {fix}")
+        if text and self.augment.backend != "tensor":
+            raise ConfigError(f"augment.backend={self.augment.backend} augments images only: "
+                              "text takes augment.backend=tensor")
+        codes = self.data.names.countries
+        bad = [c for c in codes if not (len(c) == 2 and c.isascii() and c.isalpha() and c.isupper())]
+        if bad or len(set(codes)) != len(codes) or len(codes) < 2:
+            raise ConfigError(f"data.names.countries: need two or more distinct ISO alpha-2 codes such as GB, US; "
+                              f"got {list(codes)}")
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -1,7 +1,9 @@
-"""Classifiers by name: a small CNN for 28x28, CIFAR-style ResNet-20/32, any torchvision classifier.
+"""Classifiers by name: a small CNN for 28x28, CIFAR-style ResNet-20/32, any torchvision classifier, and a
+character-level bidirectional GRU for names.
 
-``create_model(cfg, in_channels, num_classes)`` is the one entry point; every model maps
-``(B, in_channels, H, W)`` float images to ``(B, num_classes)`` logits.
+``create_model(cfg, in_channels, num_classes)`` is the one entry point; every image model maps
+``(B, in_channels, H, W)`` float images to ``(B, num_classes)`` logits; ``char_gru`` maps ``(B, L)`` int64
+character codes (0 = padding, ``in_channels`` codes in all) to logits.
 """
 
 from __future__ import annotations
@@ -93,6 +95,24 @@ class CifarResNet(nn.Module):
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class CharGRU(nn.Module):
+    """Embedding -> bidirectional GRU over the packed (unpadded) characters -> last hidden states of both
+    directions -> linear or cosine head. Padding never reaches the GRU, so it cannot change a name's logits."""
+
+    def __init__(self, num_codes: int, num_classes: int, embed_dim: int = 32, hidden: int = 64, layers: int = 1,
+                 head: str = "linear") -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_codes, embed_dim, padding_idx=0)
+        self.gru = nn.GRU(embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True)
+        self.head = _head(head, 2 * hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lengths = (x != 0).sum(dim=1).clamp_min(1).cpu()  # (B,) packing needs them on the CPU: one sync
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(x), lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)  # (layers * 2, B, hidden), in the batch's own order
+        return self.head(torch.cat([h[-2], h[-1]], dim=1))
+
+
 class _ToRGB(nn.Module):
     """Repeats a grey channel three times so ImageNet-shaped torchvision models accept it."""
 
@@ -119,6 +139,7 @@ MODELS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
     "small_cnn": lambda cfg, cin, k: SmallCNN(cin, k, cfg.width, cfg.head),
     "resnet20": lambda cfg, cin, k: CifarResNet(20, cin, k, cfg.head),
     "resnet32": lambda cfg, cin, k: CifarResNet(32, cin, k, cfg.head),
+    "char_gru": lambda cfg, codes, k: CharGRU(codes, k, cfg.embed_dim, cfg.width, cfg.layers, cfg.head),
 }
 
 

@@ -191,9 +191,10 @@ class PlainProgress(Callback):
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
         rec = trainer.last_record
-        self._print("class                held-out TPR  test TPR  weight   aug  offset")
+        width = max(20, *(len(n) for n in summary["class_names"]))  # long labels such as "United States (US)"
+        self._print(f"{'class':<{width}} held-out TPR  test TPR  weight   aug  offset")
         for c, name in enumerate(summary["class_names"]):
-            self._print(f"{name:<20} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f} "
+            self._print(f"{name:<{width}} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f} "
                         f"{rec['class_weights'][c]:>7.3f} {rec['aug_intensity'][c]:>5.2f} "
                         f"{rec['logit_margin'][c]:>+7.2f}")
         self._print(f"final held-out {headline(summary['heldout'])}")

@@ -193,6 +193,8 @@ def plot_trajectories(run: Run, path: Path) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for ax, (name, get) in zip(axes.flat, panels, strict=True):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(run.class_names) > 10:  # the default cycle has 10 colours: classes 11+ would repeat them
+            ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
         values = [get(r) for r in run.metrics]  # (epochs, C)
         for c, cls in enumerate(run.class_names):
             ax.plot(epochs, [v[c] for v in values], marker="o", markersize=2.5, linewidth=1.2, label=cls)

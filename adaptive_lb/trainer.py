@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from adaptive_lb.augment import TensorAugmenter
+from adaptive_lb.augment import TensorAugmenter, TextAugmenter
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
 from adaptive_lb.controllers import ControlAction, create_controller
@@ -69,13 +69,15 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.amp = t.amp == "bf16" or (t.amp == "auto" and cuda)
         # measured: channels_last is ~25 % faster for the small CNN on CPU too (bench/README.md)
-        self.channels_last = t.channels_last == "on" or (t.channels_last == "auto" and self.device.type != "mps")
+        self.channels_last = not data.is_text and (
+            t.channels_last == "on" or (t.channels_last == "auto" and self.device.type != "mps"))
         self.data = data.to(self.device)
         self.train_counts = class_counts(data.train.y.cpu(), data.num_classes)  # (C,) drives count weights, LDAM
         check_sampler(data.train.y, data.num_classes, cfg.data.sampler, data.class_names)
         self.loss_fn = create_loss(cfg.loss, self.train_counts)
         self.loaders = {name: BatchLoader(getattr(self.data, name), self.data.mean, self.data.std,
-                                          t.eval_batch_size, self.channels_last) for name in ("heldout", "test")}
+                                          t.eval_batch_size, self.channels_last, text=self.data.is_text)
+                        for name in ("heldout", "test")}
         self.loaders["train"] = self._train_loader()
         self.controller = create_controller(cfg.controller, self.train_counts, t.epochs)
         self.total_epochs = t.epochs * self.controller.passes
@@ -94,8 +96,9 @@ class Trainer:
             return AlbumentationsLoader(self.data.train, self.data.mean, self.data.std, t.batch_size,
                                         self.channels_last, self.device, a.ops, self.data.num_classes, a.workers,
                                         d.sampler, d.copy_aug)
+        augmenter = TextAugmenter(a.ops) if self.data.is_text else TensorAugmenter(a.ops)
         return BatchLoader(self.data.train, self.data.mean, self.data.std, t.batch_size, self.channels_last,
-                           TensorAugmenter(a.ops), d.sampler, self.data.num_classes, d.copy_aug)
+                           augmenter, d.sampler, self.data.num_classes, d.copy_aug, self.data.is_text)
 
     def _fresh_model(self) -> None:
         """Model, optimiser and schedule as at the start of a pass: same seed, so every pass starts alike."""

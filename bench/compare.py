@@ -1,13 +1,15 @@
 """Method comparison: every method of a suite, same data, model and epochs, several seeds.
 
-Suites: ``fashion_mnist`` (balanced, the closed loop's variants and baselines) and ``fashion_mnist_lt100``
-(Fashion-MNIST-LT, rho = 100: configs/fashion_mnist_lt100.yaml plus one overlay of configs/methods/ each).
+Suites: ``fashion_mnist`` (balanced, the closed loop's variants and baselines), ``fashion_mnist_lt100``
+(Fashion-MNIST-LT, rho = 100: configs/fashion_mnist_lt100.yaml plus one overlay of configs/methods/ each) and
+``names`` (names -> nationality with char_gru, the default 12 countries; needs the names extra).
 Each (method, seed) is one ``adaptive-lb train`` run (one CPU thread each, ``--jobs`` at a time); the
 summaries are then reduced to mean +- std over seeds. Finished runs are reused, so an interrupted
 benchmark continues where it stopped. Post-hoc methods are scored with their post-hoc biases.
 
     .venv/bin/python bench/compare.py --suite fashion_mnist --seeds 0 1 2 --jobs 2
     .venv/bin/python bench/compare.py --suite fashion_mnist_lt100 --seeds 0 1 2 --jobs 2
+    .venv/bin/python bench/compare.py --suite names --seeds 0 1 2 --jobs 1
 
 Writes ``bench/results/compare_<suite>.json`` (every run's numbers and per-epoch trajectories) and ``.md``.
 """
@@ -51,8 +53,16 @@ SUITES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "posthoc_equalise_sw0.5": (["configs/fashion_mnist_lt100.yaml", "configs/methods/posthoc_equalise.yaml"],
                                    ["posthoc.spread_weight=0.5"]),
     },
+    "names": {
+        "erm": (["configs/names_erm.yaml"], []),
+        "posthoc_equalise": (["configs/names_erm.yaml", "configs/methods/posthoc_equalise.yaml"], []),
+        "closed_loop": (["configs/names.yaml"], []),  # the shipped default: weights and logit offsets
+        # plus per-class character edits: every class starts at 0.3 (edits are no class cue), easy ones get more
+        "closed_loop_aug": (["configs/names.yaml"], ["controller.aug_gain=-0.1", "controller.aug_init=0.3"]),
+    },
 }
-TITLES = {"fashion_mnist": "Fashion-MNIST (balanced)", "fashion_mnist_lt100": "Fashion-MNIST-LT, rho = 100"}
+TITLES = {"fashion_mnist": "Fashion-MNIST (balanced)", "fashion_mnist_lt100": "Fashion-MNIST-LT, rho = 100",
+          "names": "Names -> nationality (12 countries, char_gru)"}
 METRICS = ("accuracy", "balanced_accuracy", "tpr_std", "worst_tpr")
 
 

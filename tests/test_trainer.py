@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import NAMES_SECTIONS
 
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.data import build_data
@@ -96,8 +97,11 @@ LONG_TAIL = {"long_tail": "exp", "imbalance_ratio": 10.0}
       "posthoc": {"method": "equalise", "sweeps": 2}}, 1),
     ({"data": {**LONG_TAIL, "sampler": "undersample"}, "augment": {"backend": "albumentations", "workers": 0},
       "controller": {**LOOP, "aug_init": 0.2}, "loss": {"name": "focal"}}, 1),
+    ({**NAMES_SECTIONS, "controller": LOOP}, 2),  # text: char_gru, character edits driven by the loop
 ])
-def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, sections, stop):
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, sections, stop, request):
+    if sections.get("data", {}).get("name") == "names":
+        request.getfixturevalue("fake_names")
     cfg = make_config(**sections)
     data = build_data(cfg.data, cfg.train.seed)
     full_dir = RunDir.create(tmp_path / "full", cfg)

@@ -21,7 +21,7 @@ from adaptive_lb.errors import DataError
 class Split:
     """Images and labels of one split, kept whole (airbench style: no per-sample Python)."""
 
-    x: torch.Tensor  # (N, C, H, W) uint8
+    x: torch.Tensor  # (N, C, H, W) uint8; text: (N, L) int64 character codes, 0 = padding
     y: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -39,16 +39,22 @@ class DataBundle:
     heldout: Split
     test: Split
     class_names: tuple[str, ...]
-    mean: torch.Tensor  # (C_in,) per-channel mean of the training part, on the [0, 1] scale
-    std: torch.Tensor   # (C_in,) per-channel std of the training part
+    mean: torch.Tensor  # (C_in,) per-channel mean of the training part, on the [0, 1] scale (text: 0)
+    std: torch.Tensor   # (C_in,) per-channel std of the training part (text: 1)
+    alphabet: str = ""  # text only: character code i is alphabet[i - 1], 0 = padding; "" = images
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
+    def is_text(self) -> bool:
+        return bool(self.alphabet)
+
+    @property
     def in_channels(self) -> int:
-        return self.train.x.shape[1]
+        """Image channels; for text, the number of input codes (alphabet + padding), the model's vocabulary."""
+        return len(self.alphabet) + 1 if self.is_text else self.train.x.shape[1]
 
     @property
     def image_size(self) -> int:
@@ -56,7 +62,7 @@ class DataBundle:
 
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(self.train.to(device), self.heldout.to(device), self.test.to(device),
-                          self.class_names, self.mean.to(device), self.std.to(device))
+                          self.class_names, self.mean.to(device), self.std.to(device), self.alphabet)
 
 
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
@@ -85,7 +91,10 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         raise DataError(f"{cfg.name}: the test split has no sample of class(es) {', '.join(missing)}: "
                         "the files are incomplete")
     x_train = raw.x_train[train_idx]
-    pixels = x_train.transpose(0, 1).reshape(x_train.shape[1], -1).float() / 255  # (C_in, N*H*W)
+    if raw.alphabet:  # character codes are not normalised
+        mean, std = torch.zeros(1), torch.ones(1)
+    else:
+        pixels = x_train.transpose(0, 1).reshape(x_train.shape[1], -1).float() / 255  # (C_in, N*H*W)
+        mean, std = pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-6)
     return DataBundle(Split(x_train, y[train_idx]), Split(raw.x_train[held_idx], y[held_idx]),
-                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names,
-                      pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-6))
+                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names, mean, std, raw.alphabet)

@@ -2,7 +2,8 @@
 
 Each loader returns a ``RawData``: whole train and test splits as ``uint8`` tensors ``(N, C, H, W)`` with
 ``int64`` labels ``(N,)``, plus class names. Files are read directly (IDX for Fashion-MNIST, CIFAR's pickled
-batches); torchvision is used only to download when ``data.download=true``.
+batches); torchvision is used only to download when ``data.download=true``. Text (``names``) comes as
+``int64`` character codes ``(N, L)``, 0 = padding, with its ``alphabet`` (``adaptive_lb/data/names.py``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python
 class RawData:
     """Whole train and test splits of a dataset, as loaded from disk."""
 
-    x_train: torch.Tensor  # (N, C, H, W) uint8
+    x_train: torch.Tensor  # (N, C, H, W) uint8; text: (N, L) int64 character codes, 0 = padding
     y_train: torch.Tensor  # (N,) int64
-    x_test: torch.Tensor   # (M, C, H, W) uint8
+    x_test: torch.Tensor   # (M, C, H, W) uint8; text: (M, L) int64
     y_test: torch.Tensor   # (M,) int64
     class_names: tuple[str, ...]
+    alphabet: str = ""     # text only: code i is alphabet[i - 1]; "" = images
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> RawData:
@@ -45,7 +47,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> RawData:
         return load_cifar(cfg.name, cfg.root, cfg.download)
     if cfg.name == "synthetic":
         return make_synthetic(cfg.synthetic, seed)
-    raise DataError(f"unknown dataset '{cfg.name}': use one of fashion_mnist, cifar10, cifar100, synthetic")
+    if cfg.name == "names":
+        from adaptive_lb.data.names import load_names
+
+        return load_names(cfg.names, cfg.root, seed)
+    raise DataError(f"unknown dataset '{cfg.name}': use one of fashion_mnist, cifar10, cifar100, synthetic, names")
 
 
 # ----------------------------------------------------------------------------------------- Fashion-MNIST

@@ -1,4 +1,8 @@
-"""Batches from a device-resident split: index, augment, cast and normalise on the device, no workers."""
+"""Batches from a device-resident split: index, augment, cast and normalise on the device, no workers.
+
+Images are normalised per batch (``Normalise``); text (character codes) passes through as it is
+(``TokenCodes``), and its augmenter edits the codes themselves.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch
 from adaptive_lb.data.build import Split
 from adaptive_lb.data.samplers import epoch_indices, epoch_size
 
-# (x (B, C, H, W) in [0, 1], per-sample magnitudes m (B,) in [0, 1]) -> augmented x
+# (x (B, C, H, W) in [0, 1] or text codes (B, L), per-sample magnitudes m (B,) in [0, 1]) -> augmented x
 Augmenter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -31,9 +35,24 @@ class Normalise:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def augmented(self, augmenter: Augmenter, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """uint8 images augmented at magnitudes ``m`` on the [0, 1] scale, then normalised."""
+        return self.from_unit(augmenter(x.float() / 255.0, m))
+
+
+class TokenCodes:
+    """Text: ``(B, L)`` int64 character codes go to the model as they are (same interface as ``Normalise``)."""
+
+    def from_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def augmented(self, augmenter: Augmenter, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return augmenter(x, m)
+
 
 class BatchLoader:
-    """Yields ``(x, y)``: x ``(B, C, H, W)`` float, normalised; y ``(B,)`` int64; all on ``split``'s device.
+    """Yields ``(x, y)``: x ``(B, C, H, W)`` float, normalised (``text``: ``(B, L)`` int64 codes); y ``(B,)``
+    int64; all on ``split``'s device.
 
     Shuffling uses a caller-given CPU generator, so the trainer can seed each epoch from (seed, epoch)
     and a resumed run sees exactly the batches an uninterrupted one would. ``sampler`` re-samples the
@@ -43,9 +62,9 @@ class BatchLoader:
 
     def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, batch_size: int,
                  channels_last: bool = False, augmenter: Augmenter | None = None, sampler: str = "none",
-                 num_classes: int = 0, copy_aug: float = 0.0) -> None:
+                 num_classes: int = 0, copy_aug: float = 0.0, text: bool = False) -> None:
         self.split, self.batch_size, self.augmenter = split, batch_size, augmenter
-        self.normalise = Normalise(mean, std, channels_last, split.x.device)
+        self.normalise = TokenCodes() if text else Normalise(mean, std, channels_last, split.x.device)
         self.sampler, self.num_classes = sampler, num_classes
         self.copy_aug = copy_aug if sampler == "oversample_aug" else 0.0
         self.labels = split.y.cpu()  # (N,) the samplers draw on the CPU: copied once, not every epoch
@@ -77,4 +96,4 @@ class BatchLoader:
             m = intensity[yb]  # (B,)
             if copy is not None and self.copy_aug > 0:
                 m = torch.where(copy[start:start + self.batch_size], m.clamp_min(self.copy_aug), m)
-            yield self.normalise.from_unit(self.augmenter(xb.float() / 255.0, m)), yb
+            yield self.normalise.augmented(self.augmenter, xb, m), yb
