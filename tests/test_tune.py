@@ -195,3 +195,17 @@ def test_multi_objective_and_worker_processes(tmp_path):
     assert len(workers) == 2  # both processes ran trials
     assert (study_dir / "plots" / "pareto_front.png").is_file() and list((study_dir / "pareto").glob("*.yaml"))
     assert json.loads(json.dumps(study.user_attrs["space"]))["controller.damping"]["high"] == 1.0
+
+
+def test_failed_trials_keep_their_reason_and_the_study_goes_on(tmp_path, capsys, monkeypatch):
+    """A learning rate that blows the loss up fails every trial; each is recorded with why, none stops the study."""
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(tmp_path, {"reference_accuracy": 0.2, "final_seeds": [], "enqueue_default": False,
+                                  "params": {"optim.lr": {"choices": [1.0e12]}}})
+    assert main(["tune", cfg, *SMALL, "train.epochs=1", "--trials", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no complete trial that passes the accuracy guard" in err
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{tmp_path / 'studies' / 'study' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all(t.user_attrs["fail_reason"].startswith("NonFiniteLossError") for t in study.trials)
+    assert "NonFiniteLossError" in (tmp_path / "studies" / "study" / "study.md").read_text()
