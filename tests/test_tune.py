@@ -209,3 +209,12 @@ def test_failed_trials_keep_their_reason_and_the_study_goes_on(tmp_path, capsys,
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
     assert all(t.user_attrs["fail_reason"].startswith("NonFiniteLossError") for t in study.trials)
     assert "NonFiniteLossError" in (tmp_path / "studies" / "study" / "study.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_study_configs_load(path):
+    """Every configs/tune/*.yaml is valid, and its config's own values lie inside its search space."""
+    spec = load_tune_spec([str(path)], [])
+    assert spec.params
+    for name, value in spec.default_values().items():
+        assert spec.params[name].contains(value), name

@@ -85,7 +85,9 @@ def work(w: Worker, view: Any) -> int:
 
     _threads(w.spec, w.processes)
     storage = open_storage(w.url, w.spec.tune)
-    study = st.open_study(w.spec, w.name, storage, offset=1009 * (w.index + len(storage.get_all_studies())))
+    study = st.open_study(w.spec, w.name, storage)
+    # seeds differ per worker and per continuation, so a resumed random search does not repeat its points
+    study.sampler = st.create_sampler(w.spec, 1009 * w.index + 7919 * len(study.trials))
     device = str(resolve_device(w.spec.config(trial=True).train.device))
     echo = [st.ViewEcho(view, "ERM reference")]
     objective = st.Objective(w.spec, w.study_dir, lambda: st.reference_value(study, w.spec, w.study_dir, echo),

@@ -77,14 +77,14 @@ def create_pruner(spec: TuneSpec) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: TuneSpec, name: str, storage: Any, offset: int = 0) -> Any:
+def open_study(spec: TuneSpec, name: str, storage: Any) -> Any:
     """Create or load study ``name``; refuse one made with another config or search space."""
     import optuna
 
     directions = ["minimize"] if spec.tune.mode == "single" else ["minimize", "maximize"]
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True,
-                                    sampler=create_sampler(spec, offset), pruner=create_pruner(spec))
+                                    sampler=create_sampler(spec, 0), pruner=create_pruner(spec))
     except ValueError as exc:
         raise ConfigError(f"study '{name}' exists with other settings ({exc}): use a new --study name") from None
     made = study.user_attrs.get("fingerprint")
