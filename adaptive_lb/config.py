@@ -121,6 +121,8 @@ class TrainConfig:
     channels_last: str = knob("auto", choices=("auto", "on", "off"))     # auto = on for CUDA and CPU (faster convs)
     log_every: int = knob(50, ge=1)              # batches between loss read-outs (host sync + NaN check)
     threads: int = knob(0, ge=0)                 # CPU threads for torch; 0 = torch's default
+    test_every: int = knob(1, ge=0)  # evaluate the test split every N epochs (reported only); the last epoch
+    # of a run always; 0 = the last epoch only (tune trials use 0: they never read the test split)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ def tpr_style(tpr: float) -> str:
     return "red" if tpr < 0.7 else "yellow" if tpr < 0.85 else "green"
 
 
-def headline(block: dict) -> str:
-    """One-line digest of a split's metrics."""
+def headline(block: dict | None) -> str:
+    """One-line digest of a split's metrics (``None``: the split was not evaluated this epoch)."""
+    if block is None:
+        return "not evaluated this epoch (train.test_every)"
     return (f"acc {block['accuracy']:.4f} bal {block['balanced_accuracy']:.4f} TPR std {block['tpr_std']:.4f} "
             f"worst {block['worst_class']} {block['worst_tpr']:.4f}")
 
@@ -33,11 +35,12 @@ def per_class_table(class_names: Sequence[str], record: dict, title: str = "") -
     table = Table(title=title, title_justify="left", expand=False)
     for col in ("class", "held-out TPR", "", "test TPR", "weight", "aug", "offset"):
         table.add_column(col, justify="left" if col in ("class", "") else "right")
-    held, test = record["heldout"]["tpr"], record["test"]["tpr"]
+    held = record["heldout"]["tpr"]
+    test = record["test"]["tpr"] if record["test"] else None  # None: not evaluated this epoch (test_every)
     for c, name in enumerate(class_names):
         bar = Text("█" * round(held[c] * BAR_WIDTH), style=tpr_style(held[c]))
         table.add_row(name, Text(f"{held[c]:.3f}", style=tpr_style(held[c])), bar,
-                      Text(f"{test[c]:.3f}", style=tpr_style(test[c])),
+                      Text(f"{test[c]:.3f}", style=tpr_style(test[c])) if test else "–",
                       f"{record['class_weights'][c]:.3f}", f"{record['aug_intensity'][c]:.2f}",
                       f"{record['logit_margin'][c]:+.2f}")
     return table

@@ -148,15 +148,20 @@ class Trainer:
         counts = torch.tensor(held["support"], dtype=torch.float32)
         self.action = self._on_device(self.controller.update(epoch, tpr, counts))
         t3 = time.perf_counter()
-        test_cm = self.confusion("test")
-        test = summarize(test_cm, names, "test")  # reported only, after the decision
+        every = self.cfg.train.test_every
+        if (epoch + 1) % per_pass == 0 or (every and (epoch + 1) % every == 0):
+            test_cm = self.confusion("test")
+            test = {k: v for k, v in summarize(test_cm, names, "test").items() if k in SUMMARY_KEYS}
+        else:  # skipped (train.test_every): the test split is reported only, never used for a decision
+            test_cm, test = None, None
         t4 = time.perf_counter()
         self.epoch += 1
-        self.last_confusion = {"heldout": held_cm.tolist(), "test": test_cm.tolist()}  # (C, C) each
+        self.last_confusion = {"heldout": held_cm.tolist(), "test": test_cm.tolist() if test_cm is not None
+                               else None}  # (C, C) each
         self.last_record = {
             "epoch": self.epoch, "pass": epoch // per_pass + 1, "train_loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "heldout": {k: held[k] for k in SUMMARY_KEYS}, "test": {k: test[k] for k in SUMMARY_KEYS},
+            "heldout": {k: held[k] for k in SUMMARY_KEYS}, "test": test,
             "class_weights": applied.class_weights.tolist(), "aug_intensity": applied.aug_intensity.tolist(),
             "logit_margin": applied.logit_margin.tolist(),
             "time_s": {"train": t1 - t0, "heldout_eval": t2 - t1, "control": t3 - t2, "test_eval": t4 - t3},

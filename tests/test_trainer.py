@@ -164,3 +164,28 @@ def test_train_split_confusion_and_precision_paths(make_config, amp, channels_la
     assert int(cm.sum()) == len(trainer.data.train) and trainer.device.type == "cpu"
     assert trainer.amp == (amp == "bf16") and trainer.channels_last == (channels_last == "on")
     assert math.isfinite(trainer.last_record["train_loss"])
+
+
+def test_test_every_skips_the_test_split_but_not_at_the_end(make_config):
+    """train.test_every=0 evaluates the test split at the last epoch only; the training itself is unchanged."""
+    from adaptive_lb.callbacks import Callback
+    from adaptive_lb.data import build_data
+    from adaptive_lb.trainer import Trainer
+
+    class Keep(Callback):
+        def __init__(self) -> None:
+            self.records: list[dict] = []
+
+        def on_epoch_end(self, trainer, record) -> None:
+            self.records.append(record)
+
+    results = {}
+    for every in (1, 0, 2):
+        cfg = make_config(train={"epochs": 3, "test_every": every})
+        keep = Keep()
+        summary = Trainer(cfg, build_data(cfg.data, cfg.train.seed), [keep]).fit()
+        results[every] = (summary, keep.records)
+    assert [r["test"] is None for r in results[0][1]] == [True, True, False]
+    assert [r["test"] is None for r in results[2][1]] == [True, False, False]
+    assert results[0][0]["test"] == results[1][0]["test"]  # same model, same final test metrics
+    assert [r["heldout"] for r in results[0][1]] == [r["heldout"] for r in results[1][1]]

@@ -103,8 +103,9 @@ class TuneSpec:
                reference: bool = False) -> RunConfig:
         """The run config with ``values`` set; ``trial`` adds trial_overrides, ``reference`` the ERM ones."""
         raw = copy.deepcopy(self.raw)
-        for item in (self.tune.trial_overrides if trial else ()) + (self.tune.reference_overrides if reference
-                                                                    else ()):
+        # trials never read the test split: evaluate it once, at the end (trial_overrides may say otherwise)
+        trial_items = ("train.test_every=0", *self.tune.trial_overrides) if trial else ()
+        for item in trial_items + (self.tune.reference_overrides if reference else ()):
             apply_override(raw, item)
         for name, value in (values or {}).items():
             node = raw
