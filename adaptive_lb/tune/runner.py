@@ -79,13 +79,12 @@ def _threads(spec: TuneSpec, processes: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
 
 
-def work(w: Worker, view: Any) -> int:
-    """Run worker ``w``'s share of trials in this process; the number run."""
+def work(w: Worker, view: Any, study: Any = None) -> int:
+    """Run worker ``w``'s share of trials in this process (on ``study`` if already open); the number run."""
     from adaptive_lb.trainer import resolve_device
 
     _threads(w.spec, w.processes)
-    storage = open_storage(w.url, w.spec.tune)
-    study = st.open_study(w.spec, w.name, storage)
+    study = study or st.open_study(w.spec, w.name, open_storage(w.url, w.spec.tune))
     # seeds differ per worker and per continuation, so a resumed random search does not repeat its points
     study.sampler = st.create_sampler(w.spec, 1009 * w.index + 7919 * len(study.trials))
     device = str(resolve_device(w.spec.config(trial=True).train.device))
@@ -162,7 +161,7 @@ def _run_workers(study: Any, spec: TuneSpec, study_dir: Path, url: str, o: TuneO
             view.note(f"{len(procs)} more worker process(es); logs in {study_dir / 'logs'}")
         # this process trains the reference first (the others wait for it only at the end of their trial)
         st.reference_value(study, spec, study_dir, [st.ViewEcho(view, "ERM reference")])
-        work(workers[0], view)
+        work(workers[0], view, study)
         for p in procs:
             p.join()
     except KeyboardInterrupt:
