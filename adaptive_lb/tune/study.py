@@ -164,7 +164,7 @@ class TrialReporter(Callback):
         self.view.trial_epoch(record)
         if not self.multi:
             self.trial.report(value, epoch)
-            if self.trial.should_prune():
+            if epoch < trainer.total_epochs and self.trial.should_prune():  # a finished trial completes
                 raise optuna.TrialPruned(f"held-out TPR variance {value:.5f} at epoch {epoch}")
 
 
