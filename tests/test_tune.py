@@ -218,3 +218,27 @@ def test_shipped_study_configs_load(path):
     assert spec.params
     for name, value in spec.default_values().items():
         assert spec.params[name].contains(value), name
+
+
+def test_final_runs_are_reused_only_for_the_same_config(tmp_path):
+    from dataclasses import replace
+
+    from adaptive_lb.tune.study import train_run
+    from tests.conftest import synthetic_config
+
+    cfg = synthetic_config(train={"epochs": 1})
+    first = train_run(cfg, tmp_path / "run")
+    mtime = (tmp_path / "run" / "summary.json").stat().st_mtime_ns
+    assert train_run(cfg, tmp_path / "run")["test"] == first["test"]  # kept
+    assert (tmp_path / "run" / "summary.json").stat().st_mtime_ns == mtime
+    other = replace(cfg, controller=replace(cfg.controller, name="damped", warmup_epochs=0, margin_gain=0.2))
+    train_run(other, tmp_path / "run")  # another config: trained afresh
+    assert "damped" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_study_settings_that_do_not_judge_trials_may_change(tmp_path):
+    cfg = write_config(tmp_path, space())
+    base = load_tune_spec([cfg], []).fingerprint()
+    assert load_tune_spec([cfg], ["tune.final_seeds=[5]", "tune.pruner=hyperband"]).fingerprint() == base
+    assert load_tune_spec([cfg], ["tune.guard_delta=0.2"]).fingerprint() != base
+    assert load_tune_spec([cfg], ["train.epochs=4"]).fingerprint() != base

@@ -127,9 +127,16 @@ class TuneSpec:
         return out
 
     def fingerprint(self) -> str:
-        """What a study must keep fixed across workers and resumes: config, settings, space."""
-        return json.dumps({"config": to_dict(self.config()), "tune": to_dict(self.tune),
-                           "params": {k: to_dict(p) for k, p in self.params.items()}}, sort_keys=True)
+        """What a study must keep fixed across workers and resumes: what its trials train and how they are judged.
+
+        The config as written (not resolved, so a config field added by a later release does not orphan a
+        study), the space, and the objective's settings; sampler, pruner, heartbeat and final seeds may change.
+        """
+        t = self.tune
+        judged = {k: getattr(t, k) for k in ("mode", "guard_metric", "guard_delta", "reference_accuracy",
+                                              "reference_overrides", "trial_overrides")}
+        return json.dumps({"config": self.raw, "tune": judged,
+                           "params": {k: to_dict(p) for k, p in self.params.items()}}, sort_keys=True, default=str)
 
 
 def load_tune_spec(paths: list[str], overrides: list[str]) -> TuneSpec:

@@ -39,13 +39,18 @@ def dataset(cfg: RunConfig) -> Any:
 
 
 def train_run(cfg: RunConfig, path: Path, callbacks: list[Callback] = ()) -> dict:
-    """Train ``cfg`` into run dir ``path`` and return its summary; a finished run there is reused."""
-    from adaptive_lb.rundir import RunDir, RunDirWriter
+    """Train ``cfg`` into run dir ``path`` and return its summary.
+
+    A finished run of the same config there is reused; anything else there (a run killed mid-way, or one of
+    another config, say the final run of an earlier best trial) is replaced.
+    """
+    from adaptive_lb.config import dump_config
+    from adaptive_lb.rundir import CONFIG, SUMMARY, RunDir, RunDirWriter
     from adaptive_lb.trainer import Trainer
 
-    if (path / "summary.json").is_file():
+    if (path / SUMMARY).is_file() and (path / CONFIG).read_text() == dump_config(cfg):
         return RunDir(path).read_summary()
-    if path.exists():  # left by a killed worker: trials restart from scratch (their state is not resumable)
+    if path.exists():
         shutil.rmtree(path)
     run = RunDir.create(path, cfg)
     trainer = Trainer(cfg, dataset(cfg), [RunDirWriter(run), *callbacks])
