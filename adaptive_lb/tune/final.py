@@ -157,6 +157,8 @@ def study_markdown(study: Any, spec: TuneSpec, best: Any, final_table: str) -> s
                   f"held-out TPR variance {best.values[0]:.6f} (std {best.values[0] ** 0.5:.4f}), held-out "
                   f"accuracy {best.user_attrs.get('accuracy', float('nan')):.4f}", ""]
         lines += [f"- `{k}` = {v}" for k, v in best.params.items()]
+        if dict(best.params) == spec.default_values():
+            lines += ["", "This is the config's own setting: no trial beat it, so `tuned` below is also the default."]
     lines += ["", "## Trials", "", trials_markdown(study, spec)]
     if final_table:
         lines += ["", f"## Final comparison on the test split (seeds {list(spec.tune.final_seeds)})", "",
