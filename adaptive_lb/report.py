@@ -249,6 +249,8 @@ def write_study_plots(study: Any, out: Path, multi: bool) -> tuple[list[Path], l
     import optuna
     from optuna.visualization import matplotlib as ovm
 
+    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        return [], ["no complete trial yet: nothing to plot"]
     _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     var = {"target": (lambda t: t.values[0]), "target_name": "held-out TPR variance"} if multi else \
@@ -262,6 +264,7 @@ def write_study_plots(study: Any, out: Path, multi: bool) -> tuple[list[Path], l
     for name, draw in plots.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", "No artists with labels")  # a legend over only infeasible trials
             try:
                 ax = draw()
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:

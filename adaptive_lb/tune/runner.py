@@ -190,16 +190,16 @@ def finish(study: Any, spec: TuneSpec, study_dir: Path, o: TuneOptions) -> int:
     from adaptive_lb.progress import comparison_table, print_tables
 
     study_dir.mkdir(parents=True, exist_ok=True)
+    plots, notes = report.write_study_plots(study, study_dir / "plots", spec.tune.mode == "multi")
+    for note in notes:
+        print(f"adaptive-lb: note: {note}", file=sys.stderr)
     try:
         best = final.best_trial(study, spec)
-    except UserError as exc:
+    except UserError as exc:  # the trial table and plots still say what was tried
         (study_dir / "study.md").write_text(final.study_markdown(study, spec, None, ""))
         print(f"adaptive-lb: {exc}", file=sys.stderr)
         return 1
     exported = final.export_best(study, spec, study_dir)
-    plots, notes = report.write_study_plots(study, study_dir / "plots", spec.tune.mode == "multi")
-    for note in notes:
-        print(f"adaptive-lb: note: {note}", file=sys.stderr)
     print(f"best trial #{best.number}: held-out TPR variance {best.values[0]:.6f} (std {best.values[0] ** 0.5:.4f}), "
           f"held-out accuracy {best.user_attrs.get('accuracy', float('nan')):.4f}; "
           + ", ".join(f"{k}={final.fmt(v)}" for k, v in best.params.items()), flush=True)
