@@ -158,7 +158,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from adaptive_lb.data.datasets import load_dataset
 
     raw = load_dataset(DataConfig(name=args.dataset, root=args.root, download=args.download), seed=0)
-    print(f"{args.dataset}: {len(raw.y_train)} train and {len(raw.y_test)} test images, "
+    unit = "names" if args.dataset == "names" else "images"
+    print(f"{args.dataset}: {len(raw.y_train)} train and {len(raw.y_test)} test {unit}, "
           f"{len(raw.class_names)} classes", flush=True)
     return 0
 
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="folder for the PNGs (default RUN_DIR/plots, or reports/compare-<time>)")
     rep.set_defaults(func=cmd_report)
     fetch = sub.add_parser("fetch", help="check or download a dataset")
-    fetch.add_argument("dataset", choices=("fashion_mnist", "cifar10", "cifar100"))
+    fetch.add_argument("dataset", choices=("fashion_mnist", "cifar10", "cifar100", "names"))
     fetch.add_argument("--root", default="data", help="folder for the files (default ./data)")
     fetch.add_argument("--download", action="store_true", help="download with torchvision if missing")
     fetch.set_defaults(func=cmd_fetch)

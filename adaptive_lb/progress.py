@@ -182,7 +182,8 @@ class PlainProgress(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         d, cfg = trainer.data, trainer.cfg
         self._print(f"training {cfg.model.name} on {cfg.data.name}: {len(d.train)} train / {len(d.heldout)} "
-                    f"held-out / {len(d.test)} test images, {d.num_classes} classes, device {trainer.device}, "
+                    f"held-out / {len(d.test)} test {'names' if d.is_text else 'images'}, {d.num_classes} classes, "
+                    f"device {trainer.device}, "
                     f"epochs {trainer.epoch + 1}..{trainer.total_epochs}")
 
     def on_epoch_end(self, trainer: Any, record: dict) -> None:
