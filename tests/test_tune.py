@@ -242,3 +242,25 @@ def test_study_settings_that_do_not_judge_trials_may_change(tmp_path):
     assert load_tune_spec([cfg], ["tune.final_seeds=[5]", "tune.pruner=hyperband"]).fingerprint() == base
     assert load_tune_spec([cfg], ["tune.guard_delta=0.2"]).fingerprint() != base
     assert load_tune_spec([cfg], ["train.epochs=4"]).fingerprint() != base
+
+
+def test_an_interrupted_trial_is_queued_again(tmp_path):
+    """Ctrl-C mid-trial: the trial is marked failed ('interrupted') and a copy waits for the next run."""
+    from adaptive_lb.progress import PlainTuneView
+    from adaptive_lb.tune import study as st
+
+    class StopAtFirstEpoch(PlainTuneView):
+        def trial_epoch(self, record: dict) -> None:
+            raise KeyboardInterrupt
+
+    spec = load_tune_spec([write_config(tmp_path, {"reference_accuracy": 0.2, **space()})], SMALL)
+    storage = open_storage(resolve_storage("sqlite", tmp_path, 1), spec.tune)
+    study = st.open_study(spec, "s", storage)
+    view = StopAtFirstEpoch("test", open(os.devnull, "w"))  # noqa: SIM115
+    objective = st.Objective(spec, tmp_path, lambda: 0.2, "cpu", view)
+    with pytest.raises(KeyboardInterrupt):
+        st.run_trials(study, objective, 3, None, journal=False, after_trial=lambda s: None)
+    first, queued = study.get_trials()
+    assert first.state.name == "FAIL" and first.user_attrs["fail_reason"] == "interrupted"
+    assert queued.state.name == "WAITING" and queued.params == first.params
+    assert queued.system_attrs["failed_trial"] == first.number
