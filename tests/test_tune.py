@@ -178,6 +178,9 @@ def test_study_end_to_end(tmp_path):
     assert len(optuna.load_study(study_name="study", storage=f"sqlite:///{study_dir / 'study.db'}").trials) == 6
     r4 = run_cli("tune", cfg, *SMALL, "tune.guard_delta=0.2", "--trials", "1", "--quiet", cwd=tmp_path)
     assert r4.returncode == 2 and "made with another config" in r4.stderr
+    r5 = run_cli("tune", cfg, *SMALL, "--final-only", "--quiet", cwd=tmp_path)  # export + final step only
+    assert r5.returncode == 0, r5.stderr
+    assert "final erm seed 7" in r5.stdout and "kept from an earlier run" in r5.stdout
 
 
 def test_multi_objective_and_worker_processes(tmp_path):
