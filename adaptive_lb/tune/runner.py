@@ -123,10 +123,8 @@ def run_tune(o: TuneOptions) -> int:
 
     device = resolve_device(spec.config(trial=True).train.device)
     url = resolve_storage(o.storage, study_dir, o.n_jobs)
-    if url.startswith("postgresql"):
-        open_storage(url, spec.tune)  # unreachable server: one line, before anything is written
     st.dataset(spec.config(trial=True))  # missing dataset: one line, before anything is written
-    study = st.open_study(spec, name, open_storage(url, spec.tune))
+    study = st.open_study(spec, name, open_storage(url, spec.tune))  # unreachable storage: one line too
     study.set_user_attr(f"device:{socket.gethostname()}", str(device))
     if o.final_only:
         return finish(study, spec, study_dir, o)

@@ -82,7 +82,8 @@ def open_storage(url: str, tune: TuneConfig) -> Any:
         kwargs["connect_args"] = {"connect_timeout": 10}
     else:
         _need_folder(Path(url.removeprefix("sqlite:///")))
-    for attempt in range(4):
+    attempt = 0
+    while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
@@ -91,13 +92,13 @@ def open_storage(url: str, tune: TuneConfig) -> Any:
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.retries))
             except Exception as exc:  # sqlalchemy's OperationalError and friends: the reason is in the first line
                 if _table_race(exc) and attempt < 3:  # workers starting at once on an empty database
+                    attempt += 1
                     time.sleep(0.5 + random.random())
                     continue
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ConfigError(f"storage {redact(url)} cannot be reached ({reason[:200]}): check the URL, that "
                                   "the server runs and accepts this user, or drop --storage for a local file") \
                     from None
-    raise AssertionError("unreachable")
 
 
 def _table_race(exc: Exception) -> bool:
