@@ -17,5 +17,9 @@ class RunDirError(UserError):
     """A run directory is missing, not a run dir, or would be overwritten."""
 
 
+class WriteError(UserError):
+    """A file of a run (or a cache) cannot be written: disk full, permission denied, read-only file system."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN/Inf; the run stops and keeps its last good checkpoint."""

@@ -38,15 +38,34 @@ def support(cm: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def per_class_tpr(cm: np.ndarray | torch.Tensor, class_names: Sequence[str] | None = None,
                   split: str = "split") -> np.ndarray:
-    """Recall of each class, ``(C,)``; raises ``EmptyClassError`` if a class has no samples."""
+    """Recall of each class from a confusion matrix, ``(C,)``; ``EmptyClassError`` if a class has no samples."""
     m = _as_cm(cm)
     sup = m.sum(axis=1)
-    empty = np.flatnonzero(sup == 0)
+    _check_support(sup, class_names, split)
+    return np.diag(m) / sup
+
+
+def per_class_recall(hits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Recall of each class from per-sample hits, batched over candidates: the package's one recall reducer
+    for predictions that are not a single confusion matrix (the post-hoc fit scores K bias settings at once).
+
+    ``hits`` ``(N,)`` or ``(N, K)`` bool (prediction == label), ``labels`` ``(N,)`` int64 -> float64 recall
+    ``(C,)`` or ``(C, K)``. Equals ``per_class_tpr(confusion_matrix(labels, pred, C))`` for one candidate.
+    """
+    support = torch.bincount(labels, minlength=num_classes).double()  # (C,)
+    _check_support(support.numpy(force=True), None, "fitting")
+    h = hits.double().reshape(len(labels), -1)                         # (N, K)
+    per_class = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device).index_add_(0, labels, h)
+    recall = per_class / support[:, None]
+    return recall if hits.dim() == 2 else recall[:, 0]
+
+
+def _check_support(support: np.ndarray, class_names: Sequence[str] | None, split: str) -> None:
+    empty = np.flatnonzero(support == 0)
     if empty.size:
         names = [class_names[i] if class_names else str(i) for i in empty]
         raise EmptyClassError(f"class(es) {', '.join(names)} have no samples in the {split} split, so their "
                               "TPR is undefined: raise data.heldout_fraction or data.subset_per_class")
-    return np.diag(m) / sup
 
 
 def per_class_precision(cm: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -12,13 +12,7 @@ from __future__ import annotations
 import torch
 
 from adaptive_lb.losses import log_prior
-
-
-def per_class_recall(logits: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """TPR ``(C,)`` of ``argmax(logits + bias)``; logits ``(N, C)``, labels ``(N,)``, every class present."""
-    num = logits.shape[1]
-    hit = (logits + bias).argmax(dim=1) == labels  # (N,)
-    return torch.bincount(labels, weights=hit.double(), minlength=num) / torch.bincount(labels, minlength=num)
+from adaptive_lb.metrics import per_class_recall
 
 
 def equalising_biases(logits: torch.Tensor, labels: torch.Tensor, sweeps: int = 8,
@@ -33,14 +27,13 @@ def equalising_biases(logits: torch.Tensor, labels: torch.Tensor, sweeps: int = 
     """
     z = logits.double()
     num = z.shape[1]
-    support = torch.bincount(labels, minlength=num).double()  # (C,)
     bias = torch.zeros(num, dtype=torch.float64)
-    best = float(_objective(per_class_recall(z, labels, bias)[:, None], spread_weight))
+    best = float(_objective(per_class_recall(z.argmax(dim=1) == labels, labels, num)[:, None], spread_weight))
     radius = float(z.std()) or 1.0
     for _ in range(sweeps):
         for c in range(num):
             values = bias[c] + torch.linspace(-radius, radius, GRID, dtype=torch.float64)  # (K,)
-            scores = _objective(_recall_moving_one(z + bias, labels, support, c, values - bias[c]), spread_weight)
+            scores = _objective(_recall_moving_one(z + bias, labels, c, values - bias[c]), spread_weight)
             k = int(scores.argmax())
             if float(scores[k]) > best + 1e-12:
                 best, bias[c] = float(scores[k]), values[k]
@@ -56,17 +49,17 @@ def _objective(recall: torch.Tensor, spread_weight: float) -> torch.Tensor:
     return recall.mean(dim=0) - spread_weight * recall.std(dim=0, unbiased=False)
 
 
-def _recall_moving_one(zb: torch.Tensor, labels: torch.Tensor, support: torch.Tensor, c: int,
-                       shifts: torch.Tensor) -> torch.Tensor:
-    """Per-class recall ``(C, K)`` when class ``c``'s column of ``zb (N, C)`` is shifted by each of ``shifts (K,)``."""
+def _recall_moving_one(zb: torch.Tensor, labels: torch.Tensor, c: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Per-class recall ``(C, K)`` of ``argmax`` when class ``c``'s column of ``zb (N, C)`` is shifted by each of
+    ``shifts (K,)``. Ties follow ``torch.argmax``: the lowest class index wins, so the fit scores exactly the
+    predictions that ``argmax(logits + bias)`` makes afterwards."""
     others = zb.clone()
     others[:, c] = float("-inf")
-    top, arg = others.max(dim=1)                                  # (N,) best other class
-    is_c = (zb[:, c:c + 1] + shifts[None, :]) > top[:, None]      # (N, K) prediction becomes c
+    top, arg = others.max(dim=1)                                  # (N,) best other class (lowest index on ties)
+    zc = zb[:, c:c + 1] + shifts[None, :]                         # (N, K)
+    is_c = (zc > top[:, None]) | ((zc == top[:, None]) & (c < arg)[:, None])  # (N, K) prediction becomes c
     pred = torch.where(is_c, torch.full_like(arg, c)[:, None], arg[:, None])  # (N, K)
-    hits = (pred == labels[:, None]).double()                     # (N, K)
-    per_class = torch.zeros(zb.shape[1], len(shifts), dtype=torch.float64).index_add_(0, labels, hits)
-    return per_class / support[:, None]
+    return per_class_recall(pred == labels[:, None], labels, zb.shape[1])
 
 
 def logit_adjust_biases(train_counts: torch.Tensor, tau: float) -> torch.Tensor:

@@ -8,13 +8,19 @@ Layout::
     summary.json     final held-out and test metrics, written when the run finishes
 
 The checkpoint is written after the metrics line, so after a crash ``metrics.jsonl`` may hold one epoch
-more than the checkpoint; ``resume`` trims it back, and the epoch is redone identically.
+more than the checkpoint, or a torn last line (killed mid-write, disk full); ``resume`` trims it back to what
+the checkpoint covers, and the epoch is redone identically.
+
+Checkpoints hold tensors and plain containers only, and are loaded with ``weights_only=True``: a run dir
+from elsewhere cannot execute code on load. Every file is written through ``atomic_write``; a write that
+fails (disk full, permission denied) raises ``WriteError`` naming the path, and the previous file stays.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,23 +31,56 @@ import torch
 
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig, dump_config, load_config
-from adaptive_lb.errors import RunDirError
+from adaptive_lb.errors import RunDirError, WriteError
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"
+# what Trainer.state_dict() writes and load_state_dict() needs ("data" and "threads" are checked when present)
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "controller", "action", "last_record",
+                   "pass_summaries")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write through a temporary file in the same folder, fsync it, rename it over ``path``, fsync the folder.
+
+    Readers see the old file or the new one, never a part. An ``OSError`` (disk full, permission denied,
+    read-only file system) becomes a one-line ``WriteError`` naming ``path``; the old file is left as it was.
+    """
+    path = Path(path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename itself is already atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """A one-line error naming the file and what to do."""
+    reason = exc.strerror or type(exc).__name__
+    return WriteError(f"cannot write '{path}': {reason}: free disk space or fix the folder's permissions")
 
 
 def default_run_dir(config_paths: str | Path | list[str]) -> Path:
@@ -64,9 +103,15 @@ class RunDir:
         if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
             raise RunDirError(f"'{run.path}' already exists and is not empty: choose another --out, "
                               f"or continue it with --resume {run.path}")
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(run.path / CONFIG, lambda fh: fh.write(dump_config(cfg).encode()))
-        (run.path / METRICS).touch()
+        created = not run.path.exists()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.write_config(cfg)
+            (run.path / METRICS).touch()
+        except (OSError, WriteError) as exc:
+            if created:  # nothing half-written is left behind
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise exc if isinstance(exc, WriteError) else write_error(run.path, exc) from None
         return run
 
     @classmethod
@@ -86,15 +131,34 @@ class RunDir:
         return load_config(self.path / CONFIG)
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.path / METRICS, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        """Append one epoch's line (flushed and fsynced: the checkpoint written next must not outlive it)."""
+        path = self.path / METRICS
+        try:
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise write_error(path, exc) from None
 
     def read_metrics(self) -> list[dict]:
+        """The epoch records, up to the first line that does not parse (a torn tail is dropped)."""
         path = self.path / METRICS
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill or a full disk: it and anything after it are not trusted
+            if not isinstance(record, dict):
+                break
+            records.append(record)
+        return records
 
     def trim_metrics(self, epochs: int) -> None:
-        """Keep the first ``epochs`` lines (those the checkpoint covers)."""
+        """Keep the first ``epochs`` records (those the checkpoint covers), dropping any torn tail."""
         keep = self.read_metrics()[:epochs]
         atomic_write(self.path / METRICS, lambda fh: fh.write("".join(json.dumps(r) + "\n" for r in keep).encode()))
 
@@ -102,11 +166,24 @@ class RunDir:
         atomic_write(self.path / CHECKPOINT, lambda fh: torch.save(state, fh))
 
     def load_checkpoint(self) -> dict:
+        """The trainer state of the last finished epoch; a damaged or foreign file is a one-line error.
+
+        ``weights_only=True``: only tensors and plain containers are unpickled, never code.
+        """
+        path = self.path / CHECKPOINT
         try:
-            return torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise RunDirError(f"checkpoint '{self.path / CHECKPOINT}' cannot be read ({type(exc).__name__}): "
-                              "start a new run") from None
+            raise RunDirError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: damaged, or not made "
+                              "by adaptive-lb): start a new run") from None
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise RunDirError(f"checkpoint '{path}' lacks {', '.join(missing)} (damaged, or made by another "
+                              "program): start a new run")
+        return state
+
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write(self.path / CONFIG, lambda fh: fh.write(dump_config(cfg).encode()))
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.path / SUMMARY, lambda fh: fh.write(json.dumps(summary, indent=2).encode()))

@@ -21,9 +21,10 @@ from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
 from adaptive_lb.controllers import ControlAction, create_controller
 from adaptive_lb.data import BatchLoader, DataBundle
+from adaptive_lb.data.build import fingerprint_mismatch
 from adaptive_lb.data.samplers import check_sampler
 from adaptive_lb.data.splits import class_counts
-from adaptive_lb.errors import ConfigError, NonFiniteLossError
+from adaptive_lb.errors import ConfigError, NonFiniteLossError, RunDirError
 from adaptive_lb.losses import create_loss
 from adaptive_lb.metrics import confusion_matrix, summarize
 from adaptive_lb.models import create_model
@@ -71,14 +72,16 @@ class Trainer:
         # measured: channels_last is ~25 % faster for the small CNN on CPU too (bench/README.md)
         self.channels_last = not data.is_text and (
             t.channels_last == "on" or (t.channels_last == "auto" and self.device.type != "mps"))
+        self.data_fingerprint = data.fingerprint()  # stored in checkpoints: resume/eval refuse other data
         self.data = data.to(self.device)
         self.train_counts = class_counts(data.train.y.cpu(), data.num_classes)  # (C,) drives count weights, LDAM
         check_sampler(data.train.y, data.num_classes, cfg.data.sampler, data.class_names)
         self.loss_fn = create_loss(cfg.loss, self.train_counts)
-        self.loaders = {name: BatchLoader(getattr(self.data, name), self.data.mean, self.data.std,
-                                          t.eval_batch_size, self.channels_last, text=self.data.is_text)
-                        for name in ("heldout", "test")}
-        self.loaders["train"] = self._train_loader()
+        # evaluation loaders: every sample once, in order, unaugmented ("train" too, for `eval --split train`)
+        self.eval_loaders = {name: BatchLoader(getattr(self.data, name), self.data.mean, self.data.std,
+                                               t.eval_batch_size, self.channels_last, text=self.data.is_text)
+                             for name in ("train", "heldout", "test")}
+        self.train_loader = self._train_loader()
         self.controller = create_controller(cfg.controller, self.train_counts, t.epochs)
         self.total_epochs = t.epochs * self.controller.passes
         self.action = self._on_device(self.controller.initial())
@@ -107,7 +110,7 @@ class Trainer:
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.optimizer = create_optimizer(self.cfg.optim, self.model)
         self.scheduler = create_scheduler(self.cfg.optim, self.optimizer, self.cfg.train.epochs,
-                                          len(self.loaders["train"]))
+                                          len(self.train_loader))
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -177,8 +180,8 @@ class Trainer:
         w, margin = self.action.class_weights, self.action.logit_margin  # (C,), (C,)
         loss_sum = torch.zeros((), device=self.device)
         images, log_every = 0, self.cfg.train.log_every
-        last = len(self.loaders["train"]) - 1
-        for i, (xb, yb) in enumerate(self.loaders["train"].batches(gen, self.action.aug_intensity)):
+        last = len(self.train_loader) - 1
+        for i, (xb, yb) in enumerate(self.train_loader.batches(gen, self.action.aug_intensity)):
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
             loss = self.loss_fn(logits + margin, yb, w)
@@ -220,14 +223,16 @@ class Trainer:
     def _eval_logits(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of float32 logits ``(B, C)`` and labels ``(B,)`` in eval mode, on the training device.
 
-        Callers wrap it in ``torch.no_grad()``.
+        No autocast here even when training runs in bf16: bf16 logits (8 mantissa bits) tie often, and argmax
+        sends ties to the lowest class index, a bias in exactly the per-class TPR the controller and the
+        post-hoc fit read. Callers wrap it in ``torch.no_grad()``.
         """
+        if split not in self.eval_loaders:
+            raise ValueError(f"unknown split '{split}': use one of {', '.join(self.eval_loaders)}")
         self.model.eval()
         try:
-            for xb, yb in self.loaders[split].batches():
-                with self._autocast():
-                    logits = self.model(xb)
-                yield logits.float(), yb
+            for xb, yb in self.eval_loaders[split].batches():
+                yield self.model(xb).float(), yb
         finally:
             self.model.train()
 
@@ -269,15 +274,26 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "controller": self.controller.state_dict(),
                 "action": [t.cpu() for t in self.action], "last_record": self.last_record,
                 "last_confusion": self.last_confusion,
-                "pass_summaries": self.pass_summaries,
-                "threads": torch.get_num_threads()}
+                "pass_summaries": self.pass_summaries, "data": self.data_fingerprint,
+                "threads": torch.get_num_threads(), "device": str(self.device)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.controller.load_state_dict(state["controller"])
-        self.action = self._on_device(ControlAction(*state["action"]))
+        """Continue from ``state``; refuses (``RunDirError``) a checkpoint made on other data or another model."""
+        if "data" in state:  # checkpoints made before fingerprints were stored have none
+            differs = fingerprint_mismatch(state["data"], self.data_fingerprint)
+            if differs:
+                raise RunDirError(f"the checkpoint was made on other data ({differs}): restore the dataset the "
+                                  "run used, or start a new run")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.controller.load_state_dict(state["controller"])
+            self.action = self._on_device(ControlAction(*state["action"]))
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunDirError(f"the checkpoint does not fit this config's model, optimiser or controller "
+                              f"({first[:160]}): it was made by another config or version; start a new run") from None
         self.epoch, self.last_record = state["epoch"], state["last_record"]
         self.last_confusion = state.get("last_confusion", {})
         self.pass_summaries = state["pass_summaries"]

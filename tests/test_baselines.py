@@ -13,7 +13,8 @@ from adaptive_lb.data.loader import BatchLoader
 from adaptive_lb.data.samplers import SAMPLERS, check_sampler, epoch_indices, epoch_size
 from adaptive_lb.errors import DataError
 from adaptive_lb.losses import create_loss, focal_loss, ldam_margins, weighted_cross_entropy
-from adaptive_lb.posthoc import equalising_biases, logit_adjust_biases, per_class_recall
+from adaptive_lb.metrics import EmptyClassError, confusion_matrix, per_class_recall, per_class_tpr
+from adaptive_lb.posthoc import _recall_moving_one, equalising_biases, logit_adjust_biases
 from adaptive_lb.weighting import COUNT_WEIGHTS, effective_number, inverse_freq, inverse_sqrt
 
 LOSSES = LossConfig.__dataclass_fields__["name"].metadata["choices"]
@@ -174,12 +175,41 @@ def test_equalising_biases_reduce_the_tpr_spread_of_a_constructed_case():
     labels = torch.arange(3).repeat_interleave(200)
     logits = F.one_hot(labels, 3).float() * 2.0 + torch.randn(600, 3, generator=g)
     logits[:, 2] -= 1.5  # class 2 is under-predicted: its TPR is far below the others
-    before = per_class_recall(logits, labels, torch.zeros(3))
+    before = recall_of(logits, labels)
     bias = equalising_biases(logits, labels)
-    after = per_class_recall(logits, labels, bias)
+    after = recall_of(logits + bias, labels)
     assert float(before.std()) > 0.2 and float(after.std()) < 0.3 * float(before.std())
     assert float(bias.sum()) == pytest.approx(0.0, abs=1e-5) and int(bias.argmax()) == 2
     assert float(after.mean()) >= float(before.mean())  # evening out here also raises balanced accuracy
+
+
+def recall_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return per_class_recall(logits.argmax(dim=1) == labels, labels, logits.shape[1])
+
+
+def test_fit_scores_ties_as_argmax_breaks_them():
+    """The fitter's fast per-candidate recall must equal argmax's own on tied logits (lowest index wins):
+    integer-valued logits tie often, as bf16 ones do."""
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(4).repeat_interleave(50)
+    logits = torch.randint(0, 3, (200, 4), generator=g).double()
+    shifts = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    for c in range(4):
+        fast = _recall_moving_one(logits, labels, c, shifts)  # (C, K)
+        for k, s in enumerate(shifts):
+            moved = logits.clone()
+            moved[:, c] += s
+            assert torch.equal(fast[:, k], recall_of(moved, labels)), (c, float(s))
+
+
+def test_one_recall_reducer_agrees_with_the_confusion_matrix():
+    g = torch.Generator().manual_seed(2)
+    labels, pred = torch.randint(0, 5, (300,), generator=g), torch.randint(0, 5, (300,), generator=g)
+    batched = per_class_recall(torch.stack([pred == labels, pred != labels], dim=1), labels, 5)  # (C, 2)
+    assert batched[:, 0].numpy() == pytest.approx(per_class_tpr(confusion_matrix(labels, pred, 5)))
+    assert (batched.sum(dim=1) == 1).all()
+    with pytest.raises(EmptyClassError, match="class.*4 have no samples"):
+        per_class_recall(labels[labels < 4] == 0, labels[labels < 4], 5)
 
 
 def test_equalising_biases_keep_zero_when_already_even():
