@@ -18,92 +18,141 @@ def _fail(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from a config (plus dotted overrides), or continue a run with ``--resume``."""
-    import torch
-
-    from adaptive_lb.config import load_config
+    from adaptive_lb.config import dump_config, load_config
     from adaptive_lb.data import build_data
     from adaptive_lb.progress import create_progress
-    from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir
+    from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir, resume_config
     from adaptive_lb.trainer import Trainer
 
     configs = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
     if args.resume:
-        if args.args or args.out:
-            raise RunDirError("--resume continues a run with its own config.yaml: drop the config, overrides "
-                              "and --out")
+        if configs or args.out:
+            raise RunDirError("--resume continues a run with its own config.yaml: drop the config file(s) and "
+                              "--out (only train.device and train.threads may be given)")
         run = RunDir.open(args.resume)
-        cfg, state = run.config(), run.load_checkpoint()
+        cfg = resume_config(run.config(), overrides)
     else:
         if not configs:
             raise UserError("train needs a config file, e.g. 'adaptive-lb train configs/fashion_mnist.yaml'")
         cfg = load_config(configs, overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="", flush=True)
+        return 0
     # Everything that can fail on bad input happens before the run dir is written.
+    if args.resume:
+        if run.has_summary():
+            raise RunDirError(f"'{run.path}' has finished (summary.json written): nothing to resume; "
+                              f"see '{PROG} eval {run.path}' or '{PROG} report {run.path}'")
+        state = run.load_checkpoint()
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     if args.resume:
-        if state["epoch"] >= trainer.total_epochs:
-            raise RunDirError(f"'{run.path}' already finished all {trainer.total_epochs} epochs: nothing to resume")
         trainer.load_state_dict(state)
         run.trim_metrics(trainer.epoch)
-        if state.get("threads", torch.get_num_threads()) != torch.get_num_threads():
-            print(f"{PROG}: note: the run used {state['threads']} CPU threads, this process {torch.get_num_threads()}; "
-                  "results may differ in the last digits from an uninterrupted run", file=sys.stderr)
+        if cfg != run.config():
+            run.write_config(cfg)  # the run now goes on under these settings: config.yaml says so
+        _warn_if_not_bitwise(state, trainer)
     else:
         run = RunDir.create(args.out or default_run_dir(configs), cfg)
     trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet)]
+    return _fit(trainer, run, plots=not args.no_plots)
+
+
+def _warn_if_not_bitwise(state: dict, trainer) -> None:
+    """One line when the resumed process differs from the one that wrote the checkpoint (threads, device)."""
+    import torch
+
+    then = {"CPU threads": state.get("threads"), "device": state.get("device")}
+    now = {"CPU threads": torch.get_num_threads(), "device": str(trainer.device)}
+    changed = [f"{k} {then[k]} -> {now[k]}" for k in then if then[k] is not None and then[k] != now[k]]
+    if changed:
+        _warn(f"resuming with {', '.join(changed)}: the run goes on, but its results may differ in the last "
+              "digits from an uninterrupted run (bit-for-bit equality needs the same device and threads)")
+
+
+def _fit(trainer, run, plots: bool) -> int:
+    """Run ``trainer.fit()`` into ``run``: exit 130 on Ctrl-C, 1 on a NaN loss or a failed write mid-run."""
+    from adaptive_lb.errors import WriteError
+
     try:
         trainer.fit()
     except KeyboardInterrupt:
-        if trainer.epoch:
-            what = f"checkpoint of epoch {trainer.epoch} kept; continue with: {PROG} train --resume {run.path}"
+        if run.checkpoint_epoch:
+            what = f"checkpoint of epoch {run.checkpoint_epoch} kept; continue with: {PROG} train --resume {run.path}"
         else:
             what = f"no epoch finished, nothing to resume in {run.path}"
         print(f"\n{PROG}: interrupted; {what}", file=sys.stderr, flush=True)
         return 130
-    except NonFiniteLossError as exc:
-        kept = f"checkpoint of epoch {trainer.epoch} kept" if trainer.epoch else "no checkpoint yet"
-        _fail(f"{exc}; run stopped ({kept} in {run.path}): lower optim.lr or check the data")
+    except (NonFiniteLossError, WriteError) as exc:
+        saved = run.checkpoint_epoch
+        kept = f"checkpoint of epoch {saved} kept" if saved else "no checkpoint yet"
+        fix = "lower optim.lr or check the data" if isinstance(exc, NonFiniteLossError) else (
+            f"then continue with: {PROG} train --resume {run.path}" if saved else "then start again")
+        _fail(f"{exc}; run stopped ({kept} in {run.path}): {fix}")
         return 1
-    if not args.no_plots:
+    if plots:
         from adaptive_lb.report import load_run, write_run_plots
 
-        plots = write_run_plots(load_run(run.path), run.path / "plots")
-        print(f"plots: {', '.join(str(p) for p in plots)}", flush=True)
+        written = write_run_plots(load_run(run.path), run.path / "plots")
+        print(f"plots: {', '.join(str(p) for p in written)}", flush=True)
     print(f"run dir: {run.path}", flush=True)
     return 0
 
 
-def _restored_trainer(path):
+def _restored_trainer(path, device: str | None = None):
     """The run dir at ``path`` and a trainer holding its checkpoint (model, controller, counters)."""
+    from dataclasses import replace
+
     from adaptive_lb.data import build_data
     from adaptive_lb.rundir import RunDir
     from adaptive_lb.trainer import Trainer
 
     run = RunDir.open(path)
     cfg, state = run.config(), run.load_checkpoint()
+    if device:
+        cfg = replace(cfg, train=replace(cfg.train, device=device))
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     trainer.load_state_dict(state)
     return run, trainer
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Per-class report of a finished (or checkpointed) run on its test or held-out split."""
+    """Per-class report of a finished (or checkpointed) run on one of its splits: a table, JSON, predictions."""
+    import json
+
     import torch
 
-    from adaptive_lb.metrics import summarize
+    from adaptive_lb.metrics import confusion_matrix, summarize
     from adaptive_lb.progress import print_tables, report_table
+    from adaptive_lb.rundir import write_predictions
 
-    run, trainer = _restored_trainer(args.run_dir)
+    run, trainer = _restored_trainer(args.run_dir, args.device)
     names = trainer.data.class_names
-    title = f"{run.path}: {args.split} split, epoch {trainer.epoch}"
     posthoc = run.read_summary().get("posthoc") if run.has_summary() and not args.raw else None
-    bias = torch.tensor(posthoc["bias"]) if posthoc else None
+    bias = torch.tensor(posthoc["bias"]) if posthoc else torch.zeros(len(names))
+    logits, labels = trainer.logits(args.split)  # (N, C) float32, (N,)
+    pred = (logits + bias).argmax(dim=1)
+    cm = confusion_matrix(labels, pred, len(names))
+    block = summarize(cm, names, args.split)
+    if args.predictions:
+        write_predictions(args.predictions, labels, pred, logits, names)
+    if args.json:
+        print(json.dumps({"run": str(run.path), "split": args.split, "epoch": trainer.epoch,
+                          "posthoc": posthoc["method"] if posthoc else None, "bias": bias.tolist(),
+                          "class_names": list(names), **block, "confusion": cm.tolist()}, indent=2), flush=True)
+        return 0
+    title = f"{run.path}: {args.split} split, epoch {trainer.epoch}"
     if posthoc:
         title += f", post-hoc {posthoc['method']} biases (--raw for the model alone)"
-    block = summarize(trainer.confusion(args.split, bias), names, args.split)
     print_tables(report_table(block, names, title))
+    if args.predictions:
+        print(f"wrote {args.predictions}", flush=True)
     return 0
 
 
@@ -165,16 +214,22 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from adaptive_lb import __version__
+
     parser = argparse.ArgumentParser(prog=PROG, description="Even per-class TPR by closed-loop training.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model from a YAML config")
     train.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE",
                        help="YAML config(s), merged left to right (e.g. configs/fashion_mnist_lt100.yaml "
                             "configs/methods/ldam_drw.yaml), then dotted overrides (e.g. train.epochs=3)")
     train.add_argument("--out", help="run dir (default runs/<config>-<timestamp>)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run (train.device=... and train.threads=... may be given)")
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of the live display")
     train.add_argument("--no-plots", action="store_true", help="skip the PNG plots written at the end")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the fully resolved config (YAML) and exit; nothing is trained or written")
     train.set_defaults(func=cmd_train)
     tune = sub.add_parser("tune", help="Optuna study of the controller (held-out TPR variance, accuracy guard)")
     tune.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE",
@@ -193,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
     ev = sub.add_parser("eval", help="per-class report of a run")
     ev.add_argument("run_dir")
-    ev.add_argument("--split", choices=("test", "heldout"), default="test")
+    ev.add_argument("--split", choices=("test", "heldout", "train"), default="test")
     ev.add_argument("--raw", action="store_true", help="ignore the run's post-hoc biases")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON (machine-readable) instead")
+    ev.add_argument("--predictions", metavar="FILE",
+                    help="write a CSV: per sample its index, true and predicted class, and the raw logits")
+    ev.add_argument("--device", help="evaluate on this device instead of the run's train.device (e.g. cpu)")
     ev.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="plots of a run; grouped bars and a table for several")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from adaptive_lb.errors import RunDirError
-from adaptive_lb.rundir import CONFIG, METRICS, SUMMARY
+from adaptive_lb.rundir import CONFIG, METRICS, SUMMARY, RunDir
 
 DPI = 110
 COMPARE_KEYS = (("accuracy", "test accuracy"), ("balanced_accuracy", "balanced acc."), ("tpr_std", "TPR std"),
@@ -62,7 +62,7 @@ def load_run(path: str | Path) -> Run:
                               f"'adaptive-lb train --resume {p}'")
     try:
         summary = json.loads((p / SUMMARY).read_text())
-        metrics = [json.loads(line) for line in (p / METRICS).read_text().splitlines() if line.strip()]
+        metrics = RunDir(p).read_metrics()  # a torn last line (killed mid-write) is dropped
         config = yaml.safe_load((p / CONFIG).read_text())
         _ = summary["class_names"], summary["test"]["tpr"], summary["heldout"]["tpr"]
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:

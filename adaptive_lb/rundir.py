@@ -18,19 +18,22 @@ fails (disk full, permission denied) raises ``WriteError`` naming the path, and 
 
 from __future__ import annotations
 
+import csv
+import errno
+import io
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
 from adaptive_lb.callbacks import Callback
-from adaptive_lb.config import RunConfig, dump_config, load_config
+from adaptive_lb.config import RunConfig, apply_override, dump_config, from_dict, load_config, to_dict
 from adaptive_lb.errors import RunDirError, WriteError
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"
@@ -78,9 +81,45 @@ def fsync_dir(folder: Path) -> None:
 
 
 def write_error(path: Path, exc: OSError) -> WriteError:
-    """A one-line error naming the file and what to do."""
+    """A one-line error naming the file, the reason and what to do."""
     reason = exc.strerror or type(exc).__name__
-    return WriteError(f"cannot write '{path}': {reason}: free disk space or fix the folder's permissions")
+    fix = {errno.ENOSPC: "free disk space, or write elsewhere", errno.EDQUOT: "free disk space, or write elsewhere",
+           errno.ENOENT: "its folder does not exist: create it or choose another path",
+           errno.EACCES: "fix the folder's permissions, or write elsewhere",
+           errno.EPERM: "fix the folder's permissions, or write elsewhere",
+           errno.EROFS: "the file system is read-only: write elsewhere"}.get(exc.errno, "check the disk and folder")
+    return WriteError(f"cannot write '{path}' ({reason}): {fix}")
+
+
+RESUMABLE_KEYS = ("train.device", "train.threads")  # settings of the machine, not of the experiment
+
+
+def resume_config(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
+    """The run's config with the overrides ``--resume`` accepts (``RESUMABLE_KEYS``); any other key is refused."""
+    raw = to_dict(cfg)
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key not in RESUMABLE_KEYS:
+            raise RunDirError(f"--resume cannot change {key}: it would change the experiment (only "
+                              f"{' and '.join(RESUMABLE_KEYS)} may change); start a new run with --out instead")
+        apply_override(raw, item)
+    return from_dict(RunConfig, raw)
+
+
+def write_predictions(path: str | Path, labels: torch.Tensor, pred: torch.Tensor, logits: torch.Tensor,
+                      class_names: Sequence[str]) -> None:
+    """CSV, one row per sample of the split in its order: ``index,label,predicted,logit_<class>...``.
+
+    ``labels``/``pred`` ``(N,)`` class indices (names in the header's ``logit_`` columns), ``logits`` ``(N, C)``
+    the model's raw logits (before any post-hoc bias; ``predicted`` includes it unless ``eval --raw``).
+    """
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["index", "label", "label_name", "predicted", "predicted_name",
+                  *(f"logit_{name}" for name in class_names)])
+    for i, (y, p, z) in enumerate(zip(labels.tolist(), pred.tolist(), logits.tolist(), strict=True)):
+        out.writerow([i, y, class_names[y], p, class_names[p], *(f"{v:.6g}" for v in z)])
+    atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
 
 
 def default_run_dir(config_paths: str | Path | list[str]) -> Path:
@@ -95,6 +134,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.checkpoint_epoch: int | None = None  # epoch of the checkpoint last written or read here
 
     @classmethod
     def create(cls, path: str | Path, cfg: RunConfig) -> RunDir:
@@ -164,6 +204,7 @@ class RunDir:
 
     def save_checkpoint(self, state: dict) -> None:
         atomic_write(self.path / CHECKPOINT, lambda fh: torch.save(state, fh))
+        self.checkpoint_epoch = state["epoch"]
 
     def load_checkpoint(self) -> dict:
         """The trainer state of the last finished epoch; a damaged or foreign file is a one-line error.
@@ -180,6 +221,7 @@ class RunDir:
         if missing:
             raise RunDirError(f"checkpoint '{path}' lacks {', '.join(missing)} (damaged, or made by another "
                               "program): start a new run")
+        self.checkpoint_epoch = state["epoch"]
         return state
 
     def write_config(self, cfg: RunConfig) -> None:

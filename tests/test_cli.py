@@ -1,5 +1,6 @@
 """The CLI end to end: real Fashion-MNIST subsets, bad input, kill-and-resume, Ctrl-C."""
 
+import csv
 import json
 import signal
 import subprocess
@@ -46,7 +47,47 @@ def test_train_and_eval_on_a_fashion_mnist_subset(tmp_path, fmnist_available):
     assert f"acc {summary['heldout']['accuracy']:.4f}" in ev.stdout
 
     again = run_cli("train", "--resume", str(out), cwd=tmp_path)
-    assert again.returncode == 2 and "already finished all 2 epochs" in again.stderr
+    assert again.returncode == 2 and "has finished (summary.json written): nothing to resume" in again.stderr
+
+
+def test_eval_json_predictions_and_train_split(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", SYNTH, "train.epochs=1", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    preds = tmp_path / "preds.csv"
+    assert main(["eval", str(out), "--json", "--predictions", str(preds)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] == "test" and report["epoch"] == 1 and report["posthoc"] is None
+    assert report["accuracy"] == summary["test"]["accuracy"] and report["tpr"] == summary["test"]["tpr"]
+    assert [sum(row) for row in report["confusion"]] == report["support"]
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == sum(report["support"]) and list(rows[0])[:5] == [
+        "index", "label", "label_name", "predicted", "predicted_name"]
+    assert sum(r["label"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(report["accuracy"])
+    logits = [[float(r[f"logit_{n}"]) for n in report["class_names"]] for r in rows]
+    assert all(max(range(len(z)), key=z.__getitem__) == int(r["predicted"]) for z, r in zip(logits, rows, strict=True))
+    assert main(["eval", str(out), "--split", "train", "--json"]) == 0
+    train = json.loads(capsys.readouterr().out)
+    assert train["split"] == "train" and sum(train["support"]) == 6 * 240  # 300 per class, 60 held out
+    assert main(["eval", str(out), "--predictions", str(tmp_path / "no" / "such" / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "p.csv" in err and "folder does not exist" in err
+
+
+def test_version_and_print_config(tmp_path, capsys, monkeypatch):
+    from adaptive_lb import __version__
+    from adaptive_lb.config import load_config
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"adaptive-lb {__version__}"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", SYNTH, "train.epochs=7", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    (tmp_path / "printed.yaml").write_text(printed)
+    assert load_config(tmp_path / "printed.yaml") == load_config(SYNTH, ["train.epochs=7"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "printed.yaml"], "--print-config trains and writes nothing"
 
 
 def _bad(args, capsys, tmp_path):

@@ -19,8 +19,8 @@ def write_idx(path, array: np.ndarray) -> None:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
-def write_fake_fashion_mnist(folder, n_train=40, n_test=20):
-    rng = np.random.default_rng(0)
+def write_fake_fashion_mnist(folder, n_train=40, n_test=20, seed=0):
+    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n_train, 28, 28)))
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(n_train) % 10)
