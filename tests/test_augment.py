@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adaptive_lb.augment import AT_FULL, TensorAugmenter, op_args
-from adaptive_lb.augment.albu import AlbumentationsLoader, IntensityDataset, build_pipeline
+from adaptive_lb.augment.albu import AlbumentationsLoader, build_pipeline
 from adaptive_lb.config import AUG_OPS
 from adaptive_lb.data.build import Split
 
@@ -98,9 +98,13 @@ def test_albumentations_is_deterministic_whatever_the_worker_count():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_intensity_dataset_reads_shared_memory():
-    ds = IntensityDataset(Split(images(4), torch.tensor([0, 1, 0, 1])), AUG_OPS, 2)
-    assert ds.intensity.is_shared() and ds.seed.is_shared()
+def test_epoch_seeds_reach_persistent_workers():
+    """Workers forked once must see each new epoch's augmentation seed (shared memory), so two epochs with
+    workers give exactly what the same epochs give in the main process."""
+    pooled, inline = _loader(workers=2), _loader(workers=0)
+    for seed in (3, 4):
+        a, b = _epoch(pooled, seed, [0.5, 0.5, 0.5]), _epoch(inline, seed, [0.5, 0.5, 0.5])
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), f"epoch seed {seed}"
 
 
 def test_albumentations_oversample_aug_augments_copies_only():

@@ -167,21 +167,40 @@ def test_resume_refuses_a_config_beside_it(capsys, tmp_path):
     assert "drop the config" in capsys.readouterr().err
 
 
-def _popen_train(args, cwd):
-    env_py = [sys.executable, "-m", "adaptive_lb", "train", *args]
-    return subprocess.Popen(env_py, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env())
+# Runs `adaptive-lb train ARGS` in a child process that, right after epoch STOP's metrics line and checkpoint
+# are written, creates MARKER and blocks: the test waits for that event (not for a time), then kills or
+# interrupts it at exactly that point, however fast or loaded the machine is.
+PAUSING_TRAIN = """
+import sys, time
+from pathlib import Path
+from adaptive_lb.rundir import RunDirWriter
+marker, stop = Path(sys.argv[1]), int(sys.argv[2])
+write = RunDirWriter.on_epoch_end
+def on_epoch_end(self, trainer, record):
+    write(self, trainer, record)
+    if record["epoch"] == stop:
+        marker.touch()
+        time.sleep(3600)  # held here until the test's signal arrives
+RunDirWriter.on_epoch_end = on_epoch_end
+from adaptive_lb.cli import main
+sys.exit(main(["train", *sys.argv[3:]]))
+"""
 
 
-def _wait_for_epochs(out, proc, n, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        metrics = out / "metrics.jsonl"
-        if (out / "checkpoint.pt").exists() and metrics.exists() and len(metrics.read_text().splitlines()) >= n:
-            return
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.02)
-    pytest.fail("training did not reach the epoch in time")
+def _train_paused_after(stop, args, cwd, timeout=300):
+    """A training child process held right after epoch ``stop`` was checkpointed."""
+    marker = cwd / f"paused-{stop}"
+    proc = subprocess.Popen([sys.executable, "-c", PAUSING_TRAIN, str(marker), str(stop), *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before epoch {stop}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"training did not reach epoch {stop} within {timeout} s")
+        time.sleep(0.05)
+    return proc
 
 
 def _strip(lines):
@@ -194,11 +213,12 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, fmnist_avail
     assert full.returncode == 0, full.stderr
 
     out = tmp_path / "killed"
-    proc = _popen_train([*args, "--out", str(out)], tmp_path)
-    _wait_for_epochs(out, proc, 2)
+    proc = _train_paused_after(2, [*args, "--out", str(out)], tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "summary.json").exists(), "the run must be killed mid-way for this test to mean anything"
+    assert not (out / "summary.json").exists()
+    with open(out / "metrics.jsonl", "a") as fh:  # as if killed while writing epoch 3's line
+        fh.write('{"epoch": 3, "pass": 1, "train_lo')
 
     res = run_cli("train", "--resume", str(out), "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -210,12 +230,11 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path, fmnist_avail
 
 def test_ctrl_c_keeps_the_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "run"
-    proc = _popen_train([SYNTH, "train.epochs=200", "--out", str(out), "--quiet"], tmp_path)
-    _wait_for_epochs(out, proc, 1)
+    proc = _train_paused_after(1, [SYNTH, "train.epochs=3", "--out", str(out), "--quiet"], tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert "interrupted; checkpoint of epoch" in err and f"--resume {out}" in err
+    assert f"interrupted; checkpoint of epoch 1 kept; continue with: adaptive-lb train --resume {out}" in err
     assert "Traceback" not in err
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
 

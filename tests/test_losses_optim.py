@@ -50,10 +50,23 @@ def test_schedules_step_per_batch_and_resume(name, schedule):
         lrs.append(opt.param_groups[0]["lr"])
     assert all(math.isfinite(v) and v >= 0 for v in lrs)
     assert max(lrs) <= 0.1 + 1e-9
-    opt2 = create_optimizer(cfg, model)
+    # resume half-way: a fresh optimiser + schedule loaded from step 6 must give the same lrs as going on
+    model2 = torch.nn.Linear(2, 2)
+    opt1, opt2 = create_optimizer(cfg, model), create_optimizer(cfg, model2)
+    sched1 = create_scheduler(cfg, opt1, epochs=3, steps_per_epoch=4)
+    for _ in range(6):
+        opt1.step()
+        sched1.step()
     sched2 = create_scheduler(cfg, opt2, epochs=3, steps_per_epoch=4)
-    sched2.load_state_dict(sched.state_dict())
-    assert sched2.last_epoch == sched.last_epoch
+    opt2.load_state_dict(opt1.state_dict())
+    sched2.load_state_dict(sched1.state_dict())
+    going_on, resumed = [], []
+    for opt, sched, out in ((opt1, sched1, going_on), (opt2, sched2, resumed)):
+        for _ in range(6):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+    assert resumed == going_on == lrs[5:11]
 
 
 def test_static_controller_normalises_to_mean_one():

@@ -189,3 +189,49 @@ def test_test_every_skips_the_test_split_but_not_at_the_end(make_config):
     assert [r["test"] is None for r in results[2][1]] == [True, False, False]
     assert results[0][0]["test"] == results[1][0]["test"]  # same model, same final test metrics
     assert [r["heldout"] for r in results[0][1]] == [r["heldout"] for r in results[1][1]]
+
+
+def test_evaluation_logits_are_fp32_even_when_training_in_bf16(make_config):
+    """bf16 logits tie often and argmax sends ties to the lowest class: evaluation must not autocast."""
+    cfg = make_config(train={"epochs": 1, "amp": "bf16", "channels_last": "off"})
+    trainer = Trainer(cfg, build_data(cfg.data, 0))
+    trainer.fit()
+    logits, labels = trainer.logits("heldout")
+    trainer.model.eval()
+    with torch.no_grad():
+        xb, _ = next(iter(trainer.eval_loaders["heldout"].batches()))
+        fp32 = trainer.model(xb)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = trainer.model(xb).float()
+    assert logits.dtype == torch.float32 and len(labels) == len(trainer.data.heldout)
+    assert torch.equal(logits[: len(xb)], fp32)
+    assert not torch.equal(fp32, bf16), "the check above must be able to tell bf16 from fp32"
+
+
+class FixedOffset(Callback):
+    """Holds the training-time logit offset of class ``k`` at ``offset`` every epoch (the controller's action)."""
+
+    def __init__(self, k, offset):
+        self.k, self.offset = k, offset
+
+    def on_epoch_start(self, trainer, epoch):
+        margin = torch.zeros(trainer.data.num_classes, device=trainer.device)
+        margin[self.k] = self.offset
+        trainer.action = trainer.action._replace(logit_margin=margin)
+
+
+def test_a_negative_training_offset_raises_that_class_recall_at_prediction(make_config):
+    """The sign convention the controller rests on: offsets are added to the logits in the training loss only,
+    so a negative offset on class k handicaps k in training, the model compensates by raising k's logit, and
+    predictions from the raw logits pick k more often: k's recall rises (and no other class's does)."""
+    k = 3  # the noisiest synthetic class
+    cfg = make_config(train={"epochs": 3})
+    data = build_data(cfg.data, 0)
+    recall = {}
+    for offset in (0.0, -1.5):
+        trainer = Trainer(cfg, data, [FixedOffset(k, offset)])
+        summary = trainer.fit()
+        assert trainer.last_record["logit_margin"][k] == offset
+        recall[offset] = summary["test"]["tpr"]
+    assert recall[-1.5][k] > recall[0.0][k] + 0.05
+    assert all(recall[-1.5][c] <= recall[0.0][c] + 0.02 for c in range(4) if c != k)
