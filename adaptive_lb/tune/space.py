@@ -22,16 +22,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from adaptive_lb.config import (
-    RunConfig,
-    apply_override,
-    check_field_value,
-    from_dict,
-    knob,
-    leaf_fields,
-    load_raw,
-    to_dict,
-)
+from adaptive_lb.config import RunConfig, knob
+from adaptive_lb.config_io import apply_override, check_field_value, from_dict, leaf_fields, load_raw, to_dict
 from adaptive_lb.errors import ConfigError
 
 # The reference of the accuracy guard and of the final comparison: plain ERM on the same data and model.
