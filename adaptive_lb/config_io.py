@@ -1,7 +1,8 @@
 """Config files in and out: YAML loading (``base:`` chains, several files, dotted overrides) and saving.
 
-``load_config(path, overrides)`` reads one or more files, applies dotted ``key=value`` overrides, and checks every
-key, type and range; any problem is a one-line ``ConfigError``.
+``load_config(path, overrides)`` reads one or more files, applies dotted ``key=value`` overrides, and builds a
+``RunConfig``; the sections check their own keys' types, ranges and combinations when built
+(``adaptive_lb/config.py``), so any problem is a one-line ``ConfigError`` naming the dotted key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from adaptive_lb.config import RunConfig, _check_range, _coerce
+from adaptive_lb.config import RunConfig, Section, check_value, section_hints
 from adaptive_lb.errors import ConfigError
 
 
@@ -94,22 +95,41 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a plain mapping, checking keys, types and ranges."""
+def from_dict(cls: type, raw: Any, prefix: str | None = None) -> Any:
+    """Build dataclass ``cls`` from a plain mapping; unknown keys are refused here, types and ranges by ``cls``.
+
+    ``prefix`` is the dotted key of ``cls`` in error messages, e.g. ``"data."``; by default its section path.
+    """
+    if prefix is None:
+        path = cls.path if issubclass(cls, Section) else ""
+        prefix = f"{path}." if path else ""
     where = prefix.rstrip(".") or "config"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {type(raw).__name__} {raw!r}")
-    known = {f.name: f for f in fields(cls)}
-    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    hints = section_hints(cls)
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
-        _check_range(known[key], kwargs[key], f"{prefix}{key}")
+        kwargs[key] = _from_yaml(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def _from_yaml(tp: Any, value: Any, key: str) -> Any:
+    """YAML's spelling of a value: nested sections built, ``'1e-3'`` (a string to PyYAML) read as a float."""
+    if is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    if typing.get_origin(tp) is tuple and isinstance(value, list):
+        return [_from_yaml(typing.get_args(tp)[0], v, key) for v in value]
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -129,13 +149,12 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-
 # ---------------------------------------------------------------------------------------------- single fields
 def leaf_fields(cls: type | None = None, prefix: str = "") -> dict[str, tuple[Any, Any]]:
     """Every scalar field as ``dotted.name -> (dataclass Field, type)`` (nested sections walked)."""
     cls = cls or RunConfig
     out: dict[str, tuple[Any, Any]] = {}
-    hints = typing.get_type_hints(cls)
+    hints = section_hints(cls)
     for f in fields(cls):
         tp = hints[f.name]
         if is_dataclass(tp):
@@ -146,8 +165,6 @@ def leaf_fields(cls: type | None = None, prefix: str = "") -> dict[str, tuple[An
 
 
 def check_field_value(name: str, value: Any, key: str) -> Any:
-    """``value`` coerced to field ``name``'s type and checked against its range; errors name ``key``."""
+    """``value`` (YAML spelling) coerced to field ``name``'s type and checked against its range; errors name ``key``."""
     f, tp = leaf_fields()[name]
-    value = _coerce(tp, value, key)
-    _check_range(f, value, key)
-    return value
+    return check_value(f, tp, _from_yaml(tp, value, key), key)
