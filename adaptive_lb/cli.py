@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
-from adaptive_lb.errors import NonFiniteLossError, RunDirError, UserError
+from adaptive_lb.errors import ConfigWarning, NonFiniteLossError, RunDirError, UserError
 
 PROG = "adaptive-lb"
 
@@ -267,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+          line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: a ConfigWarning prints as one ``adaptive-lb: warning:`` line."""
+    text = (f"{PROG}: warning: {message}\n" if issubclass(category, ConfigWarning)
+            else warnings.formatwarning(message, category, filename, lineno, line))
+    (file or sys.stderr).write(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -276,7 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # a ConfigWarning is one line, like the errors
+            warnings.simplefilter("default", ConfigWarning)
+            warnings.showwarning = _warn
+            return args.func(args)
     except UserError as exc:
         _fail(str(exc))
         return 2

@@ -1,37 +1,103 @@
 """Every knob of a run, as frozen dataclasses (the one home for hyperparameters).
 
-YAML files in ``configs/`` mirror these classes. ``load_config(path, overrides)`` reads one, applies dotted
-``key=value`` overrides, and checks every key, type and range; any problem is a one-line ``ConfigError``.
-Ranges live next to the field (``knob(default, ge=..., choices=...)``) so that the check and the
-documentation cannot drift apart.
+YAML files in ``configs/`` mirror these classes; reading, overriding and saving them is
+``adaptive_lb/config_io.py`` (its functions are importable from here too). Ranges live next to the field
+(``knob(default, ge=..., choices=...)``) so that the check and the documentation cannot drift apart.
+
+Every section checks itself when built, from YAML or in Python (``Section.__post_init__``): each field's type,
+range or choices and finiteness, then the combinations of knobs that would silently do nothing or correct twice.
+A problem is a one-line ``ConfigError`` naming the dotted key; a knob that does nothing only warns
+(``ConfigWarning``).
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import math
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from pathlib import Path
-from typing import Any
+import warnings
+from dataclasses import Field, dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar
 
-import yaml
-
-from adaptive_lb.errors import ConfigError
+from adaptive_lb.errors import ConfigError, ConfigWarning
 
 
 def knob(default: Any, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
          le: float | None = None, lt: float | None = None) -> Any:
-    """A config field with its allowed range; checked by ``from_dict``."""
+    """A config field with its allowed range; checked when its section is built."""
     meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
     if is_dataclass(default):
         return field(default_factory=type(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
+class Section:
+    """Base of the config sections: building one (from YAML or in Python) checks every field, then combinations."""
+
+    path: ClassVar[str] = ""  # the section's dotted key in a RunConfig, e.g. "data.synthetic"; "" = the run
+
+    def __post_init__(self) -> None:
+        hints = section_hints(type(self))
+        for f in fields(self):
+            key = f"{self.path}.{f.name}" if self.path else f.name
+            object.__setattr__(self, f.name, check_value(f, hints[f.name], getattr(self, f.name), key))
+        self.check_combinations()
+
+    def check_combinations(self) -> None:
+        """Rules across the section's fields (and the sections below it); none by default."""
+
+
+@functools.cache
+def section_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of dataclass ``cls`` (cached: ``typing.get_type_hints`` is slow)."""
+    return typing.get_type_hints(cls)
+
+
+def check_value(f: Field, tp: Any, value: Any, key: str) -> Any:
+    """``value`` of field ``f`` (annotation ``tp``) checked for type, finiteness and range; errors name ``key``.
+
+    Ints are accepted as floats (and returned as floats), lists as tuples.
+    """
+    value = _coerce(tp, value, key)
+    _check_range(f.metadata, value, key)
+    return value
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if is_dataclass(tp):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}: expected a {tp.__name__} section, got {type(value).__name__} {value!r}")
+        return value
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(typing.get_args(tp)[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    accepted = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[tp]
+    if not isinstance(value, accepted) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {value} is not a finite number")
+    return value
+
+
+def _check_range(meta: Any, value: Any, key: str) -> None:
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(meta['choices'])}")
+    bounds = [("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")]
+    for name, ok, sym in bounds:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{key}: {value} is out of range, it must be {sym} {bound}")
+
+
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Section):
     """Small images drawn from overlapping class distributions, for fast tests."""
+
+    path: ClassVar[str] = "data.synthetic"
 
     num_classes: int = knob(10, ge=2)          # number of classes
     per_class: int = knob(300, ge=4)           # training images per class (the test split gets a third)
@@ -44,8 +110,10 @@ NAMES_COUNTRIES = ("GB", "US", "IE", "CA", "ES", "MX", "AR", "DE", "AT", "JP", "
 
 
 @dataclass(frozen=True)
-class NamesConfig:
+class NamesConfig(Section):
     """Full names -> nationality, drawn from the names-dataset package (adaptive_lb/data/names.py)."""
+
+    path: ClassVar[str] = "data.names"
 
     # ISO 3166 alpha-2 codes, one class each, in this order. Default: three language-sharing groups
     # (English GB/US/IE/CA; Spanish ES/MX/AR; German DE/AT) and three distinct ones (the package has no AU)
@@ -57,10 +125,19 @@ class NamesConfig:
     # share of the name's bearers (the package's per-country shares): removes names foreign to the country
     max_len: int = knob(24, ge=5)              # characters of a full name (longer ones are not drawn)
 
+    def check_combinations(self) -> None:
+        codes = self.countries
+        bad = [c for c in codes if not (len(c) == 2 and c.isascii() and c.isalpha() and c.isupper())]
+        if bad or len(set(codes)) != len(codes) or len(codes) < 2:
+            raise ConfigError(f"data.names.countries: need two or more distinct ISO alpha-2 codes such as GB, US; "
+                              f"got {list(codes)}")
+
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Which dataset, and how the train / held-out / test splits are carved."""
+
+    path: ClassVar[str] = "data"
 
     name: str = knob("fashion_mnist", choices=("fashion_mnist", "cifar10", "cifar100", "synthetic",
                                                             "names"))
@@ -81,10 +158,18 @@ class DataConfig:
     sampler: str = knob("none", choices=("none", "oversample", "undersample", "oversample_aug"))
     copy_aug: float = knob(0.5, gt=0.0, le=1.0)  # augmentation intensity of the extra copies (oversample_aug)
 
+    def check_combinations(self) -> None:
+        if self.sampler != "oversample_aug" and self.copy_aug != DataConfig.copy_aug:
+            warnings.warn(f"data.copy_aug={self.copy_aug} does nothing with data.sampler={self.sampler}: only "
+                          "oversample_aug augments extra copies; set data.sampler=oversample_aug or drop copy_aug",
+                          ConfigWarning, stacklevel=2)
+
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """The classifier."""
+
+    path: ClassVar[str] = "model"
 
     name: str = "small_cnn"        # small_cnn | resnet20 | resnet32 | tv:<torchvision model name> | char_gru (names)
     width: int = knob(24, ge=4)    # channels of the first stage of small_cnn (doubles per stage);
@@ -94,10 +179,16 @@ class ModelConfig:
     head: str = knob("linear", choices=("linear", "cosine"))  # cosine: logits are cos(feature, class vector)
     # in [-1, 1], as LDAM's normed linear layer; pair it with loss.scale (~30)
 
+    def check_combinations(self) -> None:
+        if self.head == "cosine" and self.name.startswith("tv:"):
+            raise ConfigError("model.head=cosine works with small_cnn and the CIFAR ResNets, not torchvision models")
+
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """Optimiser and learning-rate schedule (stepped once per batch)."""
+
+    path: ClassVar[str] = "optim"
 
     name: str = knob("sgd", choices=("sgd", "adamw"))
     lr: float = knob(0.05, gt=0.0)              # peak learning rate
@@ -109,8 +200,10 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """The training loop."""
+
+    path: ClassVar[str] = "train"
 
     epochs: int = knob(10, ge=1)                 # passes over the training part
     batch_size: int = knob(256, ge=1)            # images per optimiser step
@@ -126,8 +219,10 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Section):
     """The training loss; every loss also takes the controller's per-class weights and logit offsets."""
+
+    path: ClassVar[str] = "loss"
 
     name: str = knob("ce", choices=("ce", "focal", "ldam", "logit_adjusted", "balanced_softmax"))
     gamma: float = knob(1.0, ge=0.0)   # focal: (1 - p_t)^gamma down-weights easy samples; 0 = CE
@@ -138,8 +233,10 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class PosthocConfig:
+class PosthocConfig(Section):
     """A correction fitted after training, on the held-out split (never the test split)."""
+
+    path: ClassVar[str] = "posthoc"
 
     method: str = knob("none", choices=("none", "equalise", "logit_adjust"))  # equalise: per-class logit
     # biases that even out held-out TPR; logit_adjust: subtract tau * log(training prior)
@@ -152,11 +249,15 @@ class PosthocConfig:
 AUG_OPS = ("flip", "affine", "brightness_contrast", "erasing", "noise")
 TEXT_AUG_OPS = ("swap", "drop", "insert")  # character edits for text datasets (adaptive_lb/augment/text.py)
 TEXT_DATASETS, TEXT_MODELS = ("names",), ("char_gru",)
+TPR_CONTROLLERS = ("two_pass", "cdb", "damped")  # weights from held-out TPR: controller.weights, count_weights unread
+PRIOR_LOSSES = ("logit_adjusted", "balanced_softmax", "ldam")  # built on the training class counts
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Section):
     """Per-class augmentation: the controller sets each class's intensity in [0, 1]; 0 = none."""
+
+    path: ClassVar[str] = "augment"
 
     backend: str = knob("tensor", choices=("tensor", "albumentations"))  # tensor: batched on the training
     # device (fast path); albumentations: per sample on CPU in DataLoader workers
@@ -166,8 +267,10 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class ControllerConfig:
+class ControllerConfig(Section):
     """What sets per-class loss weights, augmentation intensities and logit margins each epoch."""
+
+    path: ClassVar[str] = "controller"
 
     name: str = knob("static", choices=("static", "two_pass", "cdb", "damped", "drw"))
     weights: tuple[float, ...] = ()  # fixed per-class loss weights for `static`, > 0; () = all ones (ERM)
@@ -190,9 +293,29 @@ class ControllerConfig:
     margin_gain: float = knob(0.0, ge=0.0)    # target logit offset per unit gap (hard classes: lower train logits)
     margin_max: float = knob(2.0, gt=0.0)     # |offset| bound, in logits
 
+    def check_combinations(self) -> None:
+        if any(w <= 0 for w in self.weights):
+            raise ConfigError("controller.weights: every weight must be finite and > 0")
+        if self.w_min > self.w_max:
+            raise ConfigError(f"controller.w_min ({self.w_min}) is above controller.w_max ({self.w_max}): swap them")
+        if not self.w_min <= 1.0 <= self.w_max:
+            raise ConfigError(f"controller.w_min ({self.w_min}) must be <= 1 <= controller.w_max ({self.w_max}): "
+                              "weights are renormalised to mean 1")
+        if self.weights and self.count_weights != "none":
+            raise ConfigError("controller.weights and controller.count_weights both set: keep one of them")
+        if self.name == "drw" and self.count_weights == "none":
+            raise ConfigError("controller drw needs controller.count_weights (e.g. effective_number) to switch to")
+        if self.name in TPR_CONTROLLERS:  # they set weights from held-out TPR and never read these two
+            for key, unset, used in (("count_weights", "none", self.count_weights != "none"),
+                                     ("weights", "[]", bool(self.weights))):
+                if used:
+                    raise ConfigError(f"controller.{key} is ignored by controller.name={self.name}, which sets "
+                                      f"weights from held-out TPR: use controller.name=static (or drw), or "
+                                      f"controller.{key}={unset}")
+
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
     """A whole run; ``configs/*.yaml`` mirror this."""
 
     name: str = "run"              # label used in default run-dir names
@@ -205,29 +328,15 @@ class RunConfig:
     loss: LossConfig = knob(LossConfig())
     posthoc: PosthocConfig = knob(PosthocConfig())
 
-    def __post_init__(self) -> None:
+    def check_combinations(self) -> None:
         c = self.controller
-        if any(not (w > 0 and w < float("inf")) for w in c.weights):
-            raise ConfigError("controller.weights: every weight must be finite and > 0")
-        if not all(math.isfinite(v) for v in (c.exponent, c.integral_gain, c.gap_scale, c.aug_gain, c.margin_gain,
-                                               c.margin_max, c.w_max)):
-            raise ConfigError("controller: exponent, gains, gap_scale, w_max and margin_max must be finite numbers")
-        if c.w_min > c.w_max:
-            raise ConfigError(f"controller.w_min ({c.w_min}) is above controller.w_max ({c.w_max}): swap them")
-        if not c.w_min <= 1.0 <= c.w_max:
-            raise ConfigError(f"controller.w_min ({c.w_min}) must be <= 1 <= controller.w_max ({c.w_max}): "
-                              "weights are renormalised to mean 1")
-        if c.weights and c.count_weights != "none":
-            raise ConfigError("controller.weights and controller.count_weights both set: keep one of them")
-        if c.name == "drw":
-            if c.count_weights == "none":
-                raise ConfigError("controller drw needs controller.count_weights (e.g. effective_number) "
-                                  "to switch to")
-            if not 0 <= c.drw_epoch < self.train.epochs:
-                raise ConfigError(f"controller.drw_epoch ({c.drw_epoch}) must be below train.epochs "
-                                  f"({self.train.epochs}) so that the switch happens during the run; 0 = 80 %")
-        if self.model.head == "cosine" and self.model.name.startswith("tv:"):
-            raise ConfigError("model.head=cosine works with small_cnn and the CIFAR ResNets, not torchvision models")
+        if c.name == "drw" and not 0 <= c.drw_epoch < self.train.epochs:
+            raise ConfigError(f"controller.drw_epoch ({c.drw_epoch}) must be below train.epochs "
+                              f"({self.train.epochs}) so that the switch happens during the run; 0 = 80 %")
+        if self.loss.name in PRIOR_LOSSES and self.data.sampler != "none":
+            raise ConfigError(f"loss.name={self.loss.name} with data.sampler={self.data.sampler} corrects for the "
+                              "class counts twice (the loss uses the training counts the sampler evens out): "
+                              "use data.sampler=none or loss.name=ce")
         self._check_modality()
 
     def _check_modality(self) -> None:
@@ -244,175 +353,16 @@ class RunConfig:
         if text and self.augment.backend != "tensor":
             raise ConfigError(f"augment.backend={self.augment.backend} augments images only: "
                               "text takes augment.backend=tensor")
-        codes = self.data.names.countries
-        bad = [c for c in codes if not (len(c) == 2 and c.isascii() and c.isalpha() and c.isupper())]
-        if bad or len(set(codes)) != len(codes) or len(codes) < 2:
-            raise ConfigError(f"data.names.countries: need two or more distinct ISO alpha-2 codes such as GB, US; "
-                              f"got {list(codes)}")
 
 
-# ---------------------------------------------------------------------------------------------- loading
-def load_config(path: str | Path | typing.Sequence[str | Path], overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Read YAML config(s), apply dotted ``key=value`` overrides, validate, return a ``RunConfig``.
-
-    A file may start from another with ``base: other.yaml`` (path relative to the file); its own keys win.
-    Several files merge left to right, e.g. a dataset config then a method overlay from ``configs/methods/``.
-    """
-    raw = load_raw(path, overrides)
-    raw.pop("tune", None)  # the search space of `adaptive-lb tune` (adaptive_lb/tune/space.py); train ignores it
-    return from_dict(RunConfig, raw)
+_IO = ("load_config", "load_raw", "apply_override", "from_dict", "to_dict", "dump_config", "leaf_fields",
+       "check_field_value")
 
 
-def load_raw(path: str | Path | typing.Sequence[str | Path], overrides: typing.Sequence[str] = ()) -> dict:
-    """The merged YAML mapping of config file(s) with dotted overrides applied, not yet validated."""
-    paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if not paths:
-        raise ConfigError("no config file given: pass a YAML file such as configs/fashion_mnist.yaml")
-    raw: dict = {}
-    for one in paths:
-        raw = _merge(raw, _read_yaml(Path(one)))
-    for item in overrides:
-        apply_override(raw, item)
-    return raw
+def __getattr__(name: str) -> Any:
+    """The file functions live in ``adaptive_lb/config_io.py``; ``from adaptive_lb.config import load_config`` works."""
+    if name in _IO:
+        from adaptive_lb import config_io
 
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """The file's mapping, merged over its ``base`` chain."""
-    if not path.is_file():
-        what = f"base config '{path}' (named in {seen[-1]})" if seen else f"config file '{path}'"
-        raise ConfigError(f"{what} not found: pass a YAML file such as configs/fashion_mnist.yaml")
-    if path.resolve() in seen:
-        raise ConfigError(f"config file '{path}' is its own base (a base: cycle): remove one base: line")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}: fix the syntax there") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of sections (data:, model:, train:, ...)")
-    base = raw.pop("base", None)
-    if base is None:
-        return raw
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
-    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), raw)
-
-
-def _merge(base: dict, top: dict) -> dict:
-    """``top`` over ``base``, section by section (nested mappings merge, everything else is replaced)."""
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def apply_override(raw: dict, item: str) -> None:
-    """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (``3``, ``0.1``, ``true``, ``[1, 2]``)."""
-    key, sep, text = item.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{item}' must look like section.key=value, e.g. train.epochs=3")
-    if not isinstance(raw, dict):
-        raise ConfigError("config file must hold a mapping of sections (data:, model:, train:, ...)")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
-    node[parts[-1]] = value
-
-
-def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a plain mapping, checking keys, types and ranges."""
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {type(raw).__name__} {raw!r}")
-    known = {f.name: f for f in fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
-        _check_range(known[key], kwargs[key], f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against annotation ``tp``; ints are accepted as floats, '1e-3' strings too."""
-    if is_dataclass(tp):
-        return from_dict(tp, value, key + ".")
-    if typing.get_origin(tp) is tuple:
-        (item_tp, _) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return tuple(_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
-    accepted = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[tp]
-    if isinstance(value, accepted) and (tp is bool or not isinstance(value, bool)):
-        return float(value) if tp is float else value
-    if tp is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-
-
-def _check_range(f: Any, value: Any, key: str) -> None:
-    meta = f.metadata
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(meta['choices'])}")
-    bounds = [("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")]
-    for name, ok, sym in bounds:
-        bound = meta.get(name)
-        if bound is not None and not ok(value, bound):
-            raise ConfigError(f"{key}: {value} is out of range, it must be {sym} {bound}")
-
-
-# ---------------------------------------------------------------------------------------------- saving
-def to_dict(cfg: Any) -> dict:
-    """Plain nested dict (tuples as lists), ready for YAML/JSON."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-    return plain(asdict(cfg))
-
-
-def dump_config(cfg: RunConfig) -> str:
-    """YAML text of the fully resolved config (every field, defaults included)."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-
-# ---------------------------------------------------------------------------------------------- single fields
-def leaf_fields(cls: type | None = None, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """Every scalar field as ``dotted.name -> (dataclass Field, type)`` (nested sections walked)."""
-    cls = cls or RunConfig
-    out: dict[str, tuple[Any, Any]] = {}
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        tp = hints[f.name]
-        if is_dataclass(tp):
-            out.update(leaf_fields(tp, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = (f, tp)
-    return out
-
-
-def check_field_value(name: str, value: Any, key: str) -> Any:
-    """``value`` coerced to field ``name``'s type and checked against its range; errors name ``key``."""
-    f, tp = leaf_fields()[name]
-    value = _coerce(tp, value, key)
-    _check_range(f, value, key)
-    return value
+        return getattr(config_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

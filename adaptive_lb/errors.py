@@ -23,3 +23,7 @@ class WriteError(UserError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN/Inf; the run stops and keeps its last good checkpoint."""
+
+
+class ConfigWarning(UserWarning):
+    """A config knob that does nothing in this combination; the run goes on (the CLI prints one line)."""

@@ -26,7 +26,8 @@ import torch
 
 from adaptive_lb.augment.albu import AlbumentationsLoader
 from adaptive_lb.augment.tensor import OPS, TensorAugmenter
-from adaptive_lb.config import AUG_OPS, load_config
+from adaptive_lb.config import AUG_OPS
+from adaptive_lb.config_io import load_config
 from adaptive_lb.data import build_data
 from adaptive_lb.trainer import Trainer
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from adaptive_lb.config import PosthocConfig, RunConfig, dump_config, from_dict
+from adaptive_lb.config import PosthocConfig, RunConfig
+from adaptive_lb.config_io import dump_config, from_dict
 from adaptive_lb.data import build_data
 from adaptive_lb.rundir import RunDir
 from adaptive_lb.trainer import Trainer

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from adaptive_lb.config import load_config
+from adaptive_lb.config_io import load_config
 from adaptive_lb.data import build_data
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler

@@ -90,12 +90,13 @@ LONG_TAIL = {"long_tail": "exp", "imbalance_ratio": 10.0}
     ({"controller": LOOP, "augment": {"backend": "albumentations", "workers": 0}}, 1),
     ({"controller": {"name": "cdb"}}, 2),
     ({"controller": {"name": "two_pass"}}, 3),  # stop at the pass boundary: the resumed run starts the fresh model
-    # re-sampled epochs, LDAM on a cosine head, DRW switching after the stop, and a post-hoc step at the end
-    ({"data": {**LONG_TAIL, "sampler": "oversample_aug"}, "model": {"head": "cosine"},
-      "loss": {"name": "ldam", "scale": 30.0},
+    # LDAM on a cosine head, DRW switching after the stop, and a post-hoc step at the end (no re-sampler:
+    # LDAM's margins already correct for the class counts)
+    ({"data": LONG_TAIL, "model": {"head": "cosine"}, "loss": {"name": "ldam", "scale": 30.0},
       "controller": {"name": "drw", "count_weights": "effective_number", "drw_epoch": 2},
       "posthoc": {"method": "equalise", "sweeps": 2}}, 1),
-    ({"data": {**LONG_TAIL, "sampler": "undersample"}, "augment": {"backend": "albumentations", "workers": 0},
+    # re-sampled epochs whose extra copies are augmented, in albumentations workers
+    ({"data": {**LONG_TAIL, "sampler": "oversample_aug"}, "augment": {"backend": "albumentations", "workers": 0},
       "controller": {**LOOP, "aug_init": 0.2}, "loss": {"name": "focal"}}, 1),
     ({**NAMES_SECTIONS, "controller": LOOP}, 2),  # text: char_gru, character edits driven by the loop
 ])

@@ -76,6 +76,8 @@ def test_bad_tune_block(tmp_path):
         load_tune_spec([write_config(tmp_path, {**space(), "trial_overrides": ["controller.damping=0.2"]})], [])
     with pytest.raises(ConfigError, match="grace_s"):
         load_tune_spec([write_config(tmp_path, {**space(), "heartbeat_s": 10, "grace_s": 5})], [])
+    with pytest.raises(ConfigError, match=r"tune.guard_delta: 2.0 is out of range, it must be <= 1.0"):
+        load_tune_spec([write_config(tmp_path, {**space(), "guard_delta": 2})], [])
     with pytest.raises(ConfigError, match="no tune: block"):
         load_tune_spec([str(ROOT / "configs" / "synthetic.yaml")], [])
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from adaptive_lb.config import dump_config
+from adaptive_lb.config_io import dump_config
 from adaptive_lb.errors import ConfigError
 from adaptive_lb.tune.space import TuneSpec
 

@@ -20,18 +20,10 @@ import copy
 import difflib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from adaptive_lb.config import (
-    RunConfig,
-    apply_override,
-    check_field_value,
-    from_dict,
-    knob,
-    leaf_fields,
-    load_raw,
-    to_dict,
-)
+from adaptive_lb.config import RunConfig, Section, knob
+from adaptive_lb.config_io import apply_override, check_field_value, from_dict, leaf_fields, load_raw, to_dict
 from adaptive_lb.errors import ConfigError
 
 # The reference of the accuracy guard and of the final comparison: plain ERM on the same data and model.
@@ -40,8 +32,10 @@ ERM_OVERRIDES = ("controller.name=static", "controller.count_weights=none", "con
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Section):
     """How the study searches, judges and stops trials (every field but ``params``)."""
+
+    path: ClassVar[str] = "tune"
 
     # single: minimise held-out TPR variance subject to the accuracy guard; multi: the Pareto front of
     # (held-out TPR variance down, held-out balanced accuracy up), guard still applied
@@ -62,6 +56,12 @@ class TuneConfig:
     retries: int = knob(2, ge=0)              # times a killed or interrupted trial is re-queued
     enqueue_default: bool = True              # the first trial of a new study tries the config's own values
     final_seeds: tuple[int, ...] = (1000, 1001, 1002)  # fresh seeds for the retraining of best/default/ERM
+
+    def check_combinations(self) -> None:
+        if self.grace_s <= self.heartbeat_s:
+            raise ConfigError(f"tune.grace_s ({self.grace_s}) must exceed tune.heartbeat_s ({self.heartbeat_s})")
+        if not self.final_seeds == tuple(dict.fromkeys(self.final_seeds)):
+            raise ConfigError("tune.final_seeds: seeds repeat; give distinct seeds")
 
 
 @dataclass(frozen=True)
@@ -150,11 +150,7 @@ def load_tune_spec(paths: list[str], overrides: list[str]) -> TuneSpec:
         raise ConfigError(f"tune: expected a mapping of keys, got {type(block).__name__} {block!r}")
     block = dict(block)
     space = block.pop("params", None)
-    tune = from_dict(TuneConfig, block, "tune.")
-    if tune.grace_s <= tune.heartbeat_s:
-        raise ConfigError(f"tune.grace_s ({tune.grace_s}) must exceed tune.heartbeat_s ({tune.heartbeat_s})")
-    if not tune.final_seeds == tuple(dict.fromkeys(tune.final_seeds)):
-        raise ConfigError("tune.final_seeds: seeds repeat; give distinct seeds")
+    tune = from_dict(TuneConfig, block)
     spec = TuneSpec(raw, tune, parse_space(space))
     spec.config()  # the base config itself must be valid
     for name in spec.params:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from adaptive_lb.callbacks import Callback
-from adaptive_lb.config import RunConfig, to_dict
+from adaptive_lb.config import RunConfig
+from adaptive_lb.config_io import to_dict
 from adaptive_lb.errors import ConfigError
 from adaptive_lb.tune.space import TuneSpec
 from adaptive_lb.tune.storage import fail_dead_local_trials, requeue, retry, worker_id
@@ -44,7 +45,7 @@ def train_run(cfg: RunConfig, path: Path, callbacks: list[Callback] = ()) -> dic
     A finished run of the same config there is reused; anything else there (a run killed mid-way, or one of
     another config, say the final run of an earlier best trial) is replaced.
     """
-    from adaptive_lb.config import dump_config
+    from adaptive_lb.config_io import dump_config
     from adaptive_lb.rundir import CONFIG, SUMMARY, RunDir, RunDirWriter
     from adaptive_lb.trainer import Trainer
 
