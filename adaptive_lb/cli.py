@@ -269,12 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warn(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
-          line: str | None = None) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
     """``warnings.showwarning`` for the CLI: a ConfigWarning prints as one ``adaptive-lb: warning:`` line."""
-    text = (f"{PROG}: warning: {message}\n" if issubclass(category, ConfigWarning)
-            else warnings.formatwarning(message, category, filename, lineno, line))
-    (file or sys.stderr).write(text)
+    if issubclass(category, ConfigWarning):
+        _warn(str(message))
+    else:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # a ConfigWarning is one line, like the errors
             warnings.simplefilter("default", ConfigWarning)
-            warnings.showwarning = _warn
+            warnings.showwarning = _show_warning
             return args.func(args)
     except UserError as exc:
         _fail(str(exc))
