@@ -156,8 +156,9 @@ def test_resume_refuses_a_config_beside_it(capsys, tmp_path):
 # are written, creates MARKER and blocks: the test waits for that event (not for a time), then kills or
 # interrupts it at exactly that point, however fast or loaded the machine is.
 PAUSING_TRAIN = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, even if the runner ignores SIGINT
 from adaptive_lb.rundir import RunDirWriter
 marker, stop = Path(sys.argv[1]), int(sys.argv[2])
 write = RunDirWriter.on_epoch_end
