@@ -145,6 +145,11 @@ class DataConfig(Section):
     download: bool = False         # let torchvision download missing files (needs internet)
     heldout_fraction: float = knob(0.1, gt=0.0, lt=1.0)  # share of each class's training images held out
     heldout_balanced: bool = True  # same held-out count for every class (fraction of the smallest class)
+    # share of each class's held-out images set aside as the `select` split: the post-hoc calibration fit, the
+    # Optuna objective and guard, any choice of default read it; the rest (`control`, reported as "heldout") is
+    # what the controller reads every epoch. Disjoint, stratified. 0 = no select split (calibration then fits
+    # on the control split, in-sample)
+    select_fraction: float = knob(0.5, ge=0.0, lt=1.0)
     subset_per_class: int = knob(0, ge=0)       # keep N training images per class before the split; 0 = all
     test_subset_per_class: int = knob(0, ge=0)  # keep N test images per class; 0 = all
     long_tail: str = knob("none", choices=("none", "exp", "step"))  # profile applied to the training part only

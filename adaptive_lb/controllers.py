@@ -27,6 +27,7 @@ import torch
 
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.errors import ConfigError, DataError
+from adaptive_lb.metrics import Measurement
 from adaptive_lb.weighting import COUNT_WEIGHTS, TPR_WEIGHTS, bounded_mean_one, normalise_mean_one
 
 
@@ -39,12 +40,13 @@ class ControlAction(NamedTuple):
 
 
 class Controller(Protocol):
-    """Per-epoch update from held-out TPR ``(C,)`` and held-out class counts ``(C,)``."""
+    """Per-epoch update from the control split's ``Measurement`` (logits and labels; TPR, confusion matrix,
+    soft recall and equalising biases derive from it)."""
 
     passes: int  # full training runs; the trainer starts a fresh model for each
 
     def initial(self) -> ControlAction: ...
-    def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction: ...
+    def update(self, epoch: int, m: Measurement) -> ControlAction: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
@@ -54,19 +56,12 @@ def neutral_action(num_classes: int) -> ControlAction:
     return ControlAction(torch.ones(num_classes), torch.zeros(num_classes), torch.zeros(num_classes))
 
 
-def check_measurement(tpr: torch.Tensor, counts: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Validate held-out TPR ``(C,)``: finite, in [0, 1], every class measured. Returns it as float64."""
-    if tpr.shape != (num_classes,) or counts.shape != (num_classes,):
-        raise DataError(f"controller got TPR of shape {tuple(tpr.shape)} and counts {tuple(counts.shape)}; "
-                        f"expected ({num_classes},) each: the data and the controller disagree on classes")
-    empty = [c for c in range(num_classes) if not counts[c] > 0]
-    if empty:
-        raise DataError(f"class(es) {empty} have no held-out images, so their TPR cannot be measured: "
-                        "raise data.heldout_fraction or data.subset_per_class")
-    bad = [c for c in range(num_classes) if not 0.0 <= float(tpr[c]) <= 1.0]  # also catches NaN
-    if bad:
-        raise DataError(f"held-out TPR of class(es) {bad} is {[float(tpr[c]) for c in bad]}, not in [0, 1]")
-    return tpr.double()
+def check_measurement(m: Measurement, num_classes: int) -> torch.Tensor:
+    """The measurement's per-class TPR ``(C,)`` float64, after checking it covers the controller's classes."""
+    if m.num_classes != num_classes:
+        raise DataError(f"controller got a measurement of {m.num_classes} classes; expected {num_classes}: the "
+                        "data and the controller disagree on classes")
+    return m.tpr  # validated by Measurement: every class measured, finite, in [0, 1]
 
 
 class StaticController:
@@ -86,8 +81,8 @@ class StaticController:
     def initial(self) -> ControlAction:
         return self._at(0)
 
-    def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
-        check_measurement(tpr, counts, self.num_classes)  # same contract as the others, though unused
+    def update(self, epoch: int, m: Measurement) -> ControlAction:
+        check_measurement(m, self.num_classes)  # same contract as the others, though unused
         return self._at(epoch + 1)
 
     def _at(self, epoch: int) -> ControlAction:
@@ -124,8 +119,8 @@ class TwoPassController:
     def initial(self) -> ControlAction:
         return self.action
 
-    def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
-        tpr = check_measurement(tpr, counts, self.num_classes)
+    def update(self, epoch: int, m: Measurement) -> ControlAction:
+        tpr = check_measurement(m, self.num_classes)
         if epoch == self.epochs_per_pass - 1:  # end of the first pass: fix the weights for the second
             w = TPR_WEIGHTS[self.cfg.weight_fn](tpr, self.cfg.exponent)
             w = bounded_mean_one(w, self.cfg.w_min, self.cfg.w_max).float()
@@ -156,8 +151,8 @@ class DampedController:
     def initial(self) -> ControlAction:
         return self._action()
 
-    def update(self, epoch: int, tpr: torch.Tensor, counts: torch.Tensor) -> ControlAction:
-        tpr = check_measurement(tpr, counts, self.num_classes)
+    def update(self, epoch: int, m: Measurement) -> ControlAction:
+        tpr = check_measurement(m, self.num_classes)
         c = self.cfg
         if epoch < c.warmup_epochs:
             return self._action()

@@ -6,6 +6,7 @@ A class with no sample in the split has no TPR: that is an error (``EmptyClassEr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,3 +120,81 @@ def summarize(cm: np.ndarray | torch.Tensor, class_names: Sequence[str], split: 
     if len(tpr) == 2:
         out["sensitivity"], out["specificity"] = sensitivity_specificity(cm)
     return out
+
+
+class Measurement:
+    """What a controller reads after each epoch: the control split's logits and labels, and what derives from them.
+
+    ``Measurement(logits (N, C), labels (N,))`` is the trainer's form; per-class TPR, counts, the confusion
+    matrix, soft recall and the equalising biases are computed from it on first use. ``Measurement.from_tpr``
+    carries per-class TPR and counts only (no logits), for callers that measure recall themselves; reading
+    ``confusion`` or ``soft_recall`` from it is an error. Validation is the same for both: every class
+    measured, TPR finite and in [0, 1] -- a bad measurement is a ``DataError``, never a NaN action.
+    """
+
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> None:
+        if logits.dim() != 2 or labels.shape != (len(logits),):
+            raise DataError(f"a measurement needs logits (N, C) and labels (N,); got {tuple(logits.shape)} and "
+                            f"{tuple(labels.shape)}")
+        self.logits, self.labels = logits.float(), labels.long()
+        self.num_classes = num_classes or logits.shape[1]
+        self._tpr: torch.Tensor | None = None
+        self._counts = torch.bincount(labels.cpu(), minlength=self.num_classes).double()  # (C,)
+
+    @classmethod
+    def from_tpr(cls, tpr: torch.Tensor, counts: torch.Tensor) -> Measurement:
+        """Per-class TPR ``(C,)`` and the per-class sample counts ``(C,)`` they were measured on."""
+        m = cls.__new__(cls)
+        m.logits = m.labels = None
+        m.num_classes = len(tpr)
+        if counts.shape != tpr.shape:
+            raise DataError(f"TPR of shape {tuple(tpr.shape)} and counts of shape {tuple(counts.shape)} disagree")
+        m._counts, m._tpr = counts.double().cpu(), tpr.double().cpu()
+        m._check()
+        return m
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """Samples per class, ``(C,)`` float64."""
+        return self._counts
+
+    @property
+    def tpr(self) -> torch.Tensor:
+        """Recall per class, ``(C,)`` float64 (argmax; ties to the lowest class index, as ``torch.argmax``)."""
+        if self._tpr is None:
+            self._tpr = torch.from_numpy(per_class_tpr(self.confusion))
+            self._check()
+        return self._tpr
+
+    @functools.cached_property
+    def confusion(self) -> torch.Tensor:
+        """``(C, C)`` int64 counts, ``cm[true][predicted]``, on the CPU."""
+        return confusion_matrix(self.labels, self._need_logits("confusion").argmax(dim=1), self.num_classes).cpu()
+
+    @functools.cached_property
+    def soft_recall(self) -> torch.Tensor:
+        """Mean softmax probability of the true class, per class ``(C,)`` float64: a smooth TPR."""
+        p_true = self._need_logits("soft_recall").softmax(dim=1).gather(1, self.labels[:, None])[:, 0]  # (N,)
+        sums = torch.zeros(self.num_classes, dtype=torch.float64, device=p_true.device)
+        return (sums.index_add_(0, self.labels, p_true.double()).cpu() / self._counts)
+
+    def equalising_biases(self, sweeps: int = 8, spread_weight: float = 1.0) -> torch.Tensor:
+        """Per-class logit biases ``(C,)`` that even out this split's TPR (``posthoc.equalising_biases``)."""
+        from adaptive_lb.posthoc import equalising_biases
+
+        return equalising_biases(self._need_logits("equalising_biases").cpu(), self.labels.cpu(), sweeps,
+                                 spread_weight)
+
+    def _need_logits(self, what: str) -> torch.Tensor:
+        if self.logits is None:
+            raise DataError(f"Measurement.{what} needs logits and labels; this one holds per-class TPR only")
+        return self.logits
+
+    def _check(self) -> None:
+        empty = [c for c in range(self.num_classes) if not self._counts[c] > 0]
+        if empty:
+            raise DataError(f"class(es) {empty} have no held-out images, so their TPR cannot be measured: "
+                            "raise data.heldout_fraction or data.subset_per_class")
+        bad = [c for c in range(self.num_classes) if not 0.0 <= float(self._tpr[c]) <= 1.0]  # catches NaN too
+        if bad:
+            raise DataError(f"held-out TPR of class(es) {bad} is {[float(self._tpr[c]) for c in bad]}, not in [0, 1]")

@@ -26,7 +26,7 @@ from adaptive_lb.data.samplers import check_sampler
 from adaptive_lb.data.splits import class_counts
 from adaptive_lb.errors import ConfigError, NonFiniteLossError, RunDirError
 from adaptive_lb.losses import create_loss
-from adaptive_lb.metrics import confusion_matrix, summarize
+from adaptive_lb.metrics import Measurement, confusion_matrix, summarize
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler
 
@@ -78,9 +78,9 @@ class Trainer:
         check_sampler(data.train.y, data.num_classes, cfg.data.sampler, data.class_names)
         self.loss_fn = create_loss(cfg.loss, self.train_counts)
         # evaluation loaders: every sample once, in order, unaugmented ("train" too, for `eval --split train`)
-        self.eval_loaders = {name: BatchLoader(getattr(self.data, name), self.data.mean, self.data.std,
-                                               t.eval_batch_size, self.channels_last, text=self.data.is_text)
-                             for name in ("train", "heldout", "test")}
+        self.eval_loaders = {name: BatchLoader(split, self.data.mean, self.data.std, t.eval_batch_size,
+                                               self.channels_last, text=self.data.is_text)
+                             for name, split in self.data.splits().items()}
         self.train_loader = self._train_loader()
         self.controller = create_controller(cfg.controller, self.train_counts, t.epochs)
         self.total_epochs = t.epochs * self.controller.passes
@@ -143,34 +143,37 @@ class Trainer:
         t0 = time.perf_counter()
         loss, images = self.train_one_epoch(epoch)
         t1 = time.perf_counter()
-        names = self.data.class_names
-        held_cm = self.confusion("heldout")
-        held = summarize(held_cm, names, "held-out")
+        measured = Measurement(*self._split_logits("heldout"), self.data.num_classes)  # the control split
+        cms = {"heldout": measured.confusion}
+        if self.data.select is not None:
+            cms["select"] = self.confusion("select")
         t2 = time.perf_counter()
-        tpr = torch.tensor(held["tpr"], dtype=torch.float32)
-        counts = torch.tensor(held["support"], dtype=torch.float32)
-        self.action = self._on_device(self.controller.update(epoch, tpr, counts))
+        self.action = self._on_device(self.controller.update(epoch, measured))
         t3 = time.perf_counter()
         every = self.cfg.train.test_every
         if (epoch + 1) % per_pass == 0 or (every and (epoch + 1) % every == 0):
-            test_cm = self.confusion("test")
-            test = {k: v for k, v in summarize(test_cm, names, "test").items() if k in SUMMARY_KEYS}
-        else:  # skipped (train.test_every): the test split is reported only, never used for a decision
-            test_cm, test = None, None
+            cms["test"] = self.confusion("test")
+        # else skipped (train.test_every): the test split is reported only, never used for a decision
         t4 = time.perf_counter()
         self.epoch += 1
-        self.last_confusion = {"heldout": held_cm.tolist(), "test": test_cm.tolist() if test_cm is not None
-                               else None}  # (C, C) each
+        self.last_confusion = {"test": None, **{split: cm.tolist() for split, cm in cms.items()}}  # (C, C) each
+        blocks = {split: self._block(cm, split) for split, cm in cms.items()}
         self.last_record = {
             "epoch": self.epoch, "pass": epoch // per_pass + 1, "train_loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "heldout": {k: held[k] for k in SUMMARY_KEYS}, "test": test,
+            "heldout": blocks["heldout"], **({"select": blocks["select"]} if "select" in blocks else {}),
+            "test": blocks.get("test"),
             "class_weights": applied.class_weights.tolist(), "aug_intensity": applied.aug_intensity.tolist(),
             "logit_margin": applied.logit_margin.tolist(),
             "time_s": {"train": t1 - t0, "heldout_eval": t2 - t1, "control": t3 - t2, "test_eval": t4 - t3},
             "train_images_per_s": images / max(t1 - t0, 1e-9),
         }
         return self.last_record
+
+    def _block(self, cm: torch.Tensor, split: str) -> dict:
+        """The headline metrics (``SUMMARY_KEYS``) of one split's ``(C, C)`` confusion matrix."""
+        full = summarize(cm, self.data.class_names, "held-out (control)" if split == "heldout" else split)
+        return {k: v for k, v in full.items() if k in SUMMARY_KEYS}
 
     def train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training part; returns (mean loss, images). Syncs only every ``log_every``."""
@@ -214,10 +217,15 @@ class Trainer:
             cm += confusion_matrix(yb, (logits + bias).argmax(dim=1), num)
         return cm
 
-    @torch.no_grad()
     def logits(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split, on the CPU."""
-        pairs = [(z.cpu(), y.cpu()) for z, y in self._eval_logits(split)]
+        z, y = self._split_logits(split)
+        return z.cpu(), y.cpu()
+
+    @torch.no_grad()
+    def _split_logits(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split, on the training device."""
+        pairs = list(self._eval_logits(split))
         return torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs])
 
     def _eval_logits(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -237,29 +245,36 @@ class Trainer:
             self.model.train()
 
     def posthoc(self) -> dict | None:
-        """The configured post-hoc correction: biases fitted on held-out, its held-out and test metrics."""
+        """The configured post-hoc correction and its metrics on every evaluated split.
+
+        ``equalise`` biases are fitted on the ``select`` split (on the control split when there is none), never
+        on the test split; ``logit_adjust`` biases come from the training prior.
+        """
         from adaptive_lb.posthoc import equalising_biases, logit_adjust_biases
 
         p = self.cfg.posthoc
         if p.method == "none":
             return None
-        logits = {split: self.logits(split) for split in ("heldout", "test")}  # one pass each, reused below
+        splits = [s for s in ("heldout", "select", "test") if s in self.eval_loaders]
+        logits = {split: self.logits(split) for split in splits}  # one pass each, reused below
+        fit_on = "select" if "select" in logits else "heldout"
         if p.method == "equalise":
-            bias = equalising_biases(*logits["heldout"], p.sweeps, p.spread_weight)
+            bias = equalising_biases(*logits[fit_on], p.sweeps, p.spread_weight)
         else:
             bias = logit_adjust_biases(self.train_counts, p.tau)
-        num, names = self.data.num_classes, self.data.class_names
+        num = self.data.num_classes
         cms = {split: confusion_matrix(y, (z + bias).argmax(dim=1), num) for split, (z, y) in logits.items()}
-        return {"method": p.method, "bias": bias.tolist(),
-                **{split: {k: v for k, v in summarize(cm, names, split).items() if k in SUMMARY_KEYS}
-                   for split, cm in cms.items()},
+        return {"method": p.method, "fitted_on": fit_on if p.method == "equalise" else "train prior",
+                "bias": bias.tolist(), **{split: self._block(cm, split) for split, cm in cms.items()},
                 "confusion": {split: cm.tolist() for split, cm in cms.items()}}
 
     def summary(self) -> dict:
         """Final held-out and test metrics of the last epoch (the model that is saved), and post-hoc ones."""
         rec = self.last_record
         out = {"epochs": self.epoch, "class_names": list(self.data.class_names), "heldout": rec["heldout"],
-               "test": rec["test"], "confusion": self.last_confusion, "device": str(self.device)}
+               **({"select": rec["select"]} if "select" in rec else {}), "test": rec["test"],
+               "confusion": self.last_confusion, "device": str(self.device),
+               "splits": {name: len(split) for name, split in self.data.splits().items()}}
         if self.pass_summaries:
             out["earlier_passes"] = self.pass_summaries
         posthoc = self.posthoc()

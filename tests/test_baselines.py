@@ -13,7 +13,7 @@ from adaptive_lb.data.loader import BatchLoader
 from adaptive_lb.data.samplers import SAMPLERS, check_sampler, epoch_indices, epoch_size
 from adaptive_lb.errors import DataError
 from adaptive_lb.losses import create_loss, focal_loss, ldam_margins, weighted_cross_entropy
-from adaptive_lb.metrics import EmptyClassError, confusion_matrix, per_class_recall, per_class_tpr
+from adaptive_lb.metrics import EmptyClassError, Measurement, confusion_matrix, per_class_recall, per_class_tpr
 from adaptive_lb.posthoc import _recall_moving_one, equalising_biases, logit_adjust_biases
 from adaptive_lb.weighting import COUNT_WEIGHTS, effective_number, inverse_freq, inverse_sqrt
 
@@ -108,7 +108,8 @@ def test_drw_switches_at_the_named_epoch(drw_epoch, switch):
     target = effective_number(counts, 0.999)
     applied = [ctl.initial().class_weights]  # weights trained with in epoch 0, 1, ...
     for e in range(4):
-        applied.append(ctl.update(e, torch.tensor([0.9, 0.5]), torch.tensor([10.0, 10.0])).class_weights)
+        measured = Measurement.from_tpr(torch.tensor([0.9, 0.5]), torch.tensor([10.0, 10.0]))
+        applied.append(ctl.update(e, measured).class_weights)
     for e, w in enumerate(applied):
         assert torch.allclose(w, target.float() if e >= switch else torch.ones(2)), e
 

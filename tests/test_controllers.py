@@ -6,6 +6,7 @@ import torch
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.controllers import CONTROLLERS, ControlAction, create_controller
 from adaptive_lb.errors import ConfigError, DataError
+from adaptive_lb.metrics import Measurement
 from adaptive_lb.weighting import power_ratio
 
 C, EPOCHS = 4, 5
@@ -45,7 +46,7 @@ def test_every_controller_keeps_its_action_valid(name, seed):
     ctl = make(name)
     check_action(ctl.initial())
     for epoch, tpr in enumerate(tpr_stream(seed)):
-        check_action(ctl.update(epoch, tpr, COUNTS))
+        check_action(ctl.update(epoch, Measurement.from_tpr(tpr, COUNTS)))
 
 
 @pytest.mark.parametrize("name", sorted(CONTROLLERS))
@@ -53,14 +54,14 @@ def test_every_controller_resumes_exactly_from_its_state_dict(name):
     stream = tpr_stream(7)
     full = make(name)
     for epoch, tpr in enumerate(stream):
-        last = full.update(epoch, tpr, COUNTS)
+        last = full.update(epoch, Measurement.from_tpr(tpr, COUNTS))
     part = make(name)
     for epoch, tpr in enumerate(stream[:6]):
-        part.update(epoch, tpr, COUNTS)
+        part.update(epoch, Measurement.from_tpr(tpr, COUNTS))
     resumed = make(name)
     resumed.load_state_dict(part.state_dict())
     for epoch, tpr in enumerate(stream[6:], start=6):
-        again = resumed.update(epoch, tpr, COUNTS)
+        again = resumed.update(epoch, Measurement.from_tpr(tpr, COUNTS))
     for x, y in zip(last, again, strict=True):
         assert torch.equal(x, y)
 
@@ -70,11 +71,12 @@ def test_every_controller_resumes_exactly_from_its_state_dict(name):
     (torch.tensor([0.5, float("nan"), 0.5, 0.5]), COUNTS, "not in [0, 1]"),
     (torch.tensor([0.5, 1.5, 0.5, 0.5]), COUNTS, "not in [0, 1]"),
     (torch.full((C,), 0.5), torch.tensor([50.0, 0.0, 50.0, 50.0]), "no held-out images"),
-    (torch.full((C + 1,), 0.5), COUNTS, "expected (4,)"),
+    (torch.full((C + 1,), 0.5), torch.full((C + 1,), 50.0), "measurement of 5 classes; expected 4"),
+    (torch.full((C + 1,), 0.5), COUNTS, "TPR of shape (5,) and counts of shape (4,) disagree"),
 ])
 def test_bad_measurements_are_refused_not_turned_into_nan(name, tpr, counts, fragment):
     with pytest.raises(DataError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        make(name).update(0, tpr, counts)
+        make(name).update(0, Measurement.from_tpr(tpr, counts))
 
 
 def test_unknown_names_are_config_errors():
@@ -93,14 +95,14 @@ HARD_LAST = torch.tensor([0.9, 0.9, 0.8, 0.6])  # class 3 is hard, classes 0-1 e
 
 def test_damped_with_alpha_one_jumps_to_the_bounded_target():
     ctl = make("damped", damping=1.0, integral_gain=0.0, w_min=0.01, w_max=100.0)
-    w = ctl.update(0, HARD_LAST, COUNTS).class_weights
+    w = ctl.update(0, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights
     target = power_ratio(HARD_LAST.double(), 1.0)
     assert torch.allclose(w.double(), target / target.mean(), atol=1e-6)
 
 
 def test_damped_moves_part_of_the_way_in_log_space():
     ctl = make("damped", damping=0.25, integral_gain=0.0, w_min=0.01, w_max=100.0)
-    w = ctl.update(0, HARD_LAST, COUNTS).class_weights.double()
+    w = ctl.update(0, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights.double()
     target = power_ratio(HARD_LAST.double(), 1.0)
     expected = (0.25 * target.log()).exp()
     assert torch.allclose(w, expected / expected.mean(), atol=1e-6)
@@ -110,23 +112,23 @@ def test_damped_moves_part_of_the_way_in_log_space():
 def test_damped_respects_bounds_and_warmup():
     ctl = make("damped", damping=1.0, w_min=0.5, w_max=1.5, warmup_epochs=2, exponent=8.0)
     for epoch in range(2):  # the first two measurements are only watched
-        assert torch.equal(ctl.update(epoch, HARD_LAST, COUNTS).class_weights, torch.ones(C))
-    w = ctl.update(2, HARD_LAST, COUNTS).class_weights
+        assert torch.equal(ctl.update(epoch, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights, torch.ones(C))
+    w = ctl.update(2, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights
     assert w.max() <= 1.5 + 1e-6 and w.min() >= 0.5 - 1e-6 and w[3] == w.max()
 
 
 def test_integral_term_keeps_pushing_a_persistent_gap():
     ctl = make("damped", damping=0.5, integral_gain=0.3, aug_gain=0.0, margin_gain=0.0)
-    weights = [ctl.update(e, HARD_LAST, COUNTS).class_weights[3].item() for e in range(4)]
+    weights = [ctl.update(e, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights[3].item() for e in range(4)]
     no_i = make("damped", damping=0.5, integral_gain=0.0)
-    plain = [no_i.update(e, HARD_LAST, COUNTS).class_weights[3].item() for e in range(4)]
+    plain = [no_i.update(e, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights[3].item() for e in range(4)]
     assert weights == sorted(weights) and weights[-1] > plain[-1] + 0.1
 
 
 @pytest.mark.parametrize("gain", [1.0, -1.0])
 def test_augmentation_follows_the_gap_with_the_configured_sign(gain):
     ctl = make("damped", aug_gain=gain, aug_init=0.5, gap_scale=0.1, damping=0.5)
-    aug = ctl.update(0, HARD_LAST, COUNTS).aug_intensity
+    aug = ctl.update(0, Measurement.from_tpr(HARD_LAST, COUNTS)).aug_intensity
     gap = (HARD_LAST.mean() - HARD_LAST) / 0.1
     assert torch.allclose(aug, (0.5 + 0.5 * gain * gap).clamp(0, 1), atol=1e-6)
     assert (aug[3] > aug[0]) == (gain > 0)
@@ -135,24 +137,24 @@ def test_augmentation_follows_the_gap_with_the_configured_sign(gain):
 def test_margins_handicap_hard_classes_and_stay_bounded():
     ctl = make("damped", margin_gain=1.0, margin_max=0.7)
     for epoch in range(10):
-        m = ctl.update(epoch, HARD_LAST, COUNTS).logit_margin
+        m = ctl.update(epoch, Measurement.from_tpr(HARD_LAST, COUNTS)).logit_margin
     assert m[3] == m.min() and m[3] < 0 and m.abs().max() <= 0.7 + 1e-6
 
 
 def test_two_pass_waits_for_the_end_of_the_first_pass():
     ctl = make("two_pass", damping=1.0)
     for epoch in range(EPOCHS - 1):
-        assert torch.equal(ctl.update(epoch, HARD_LAST, COUNTS).class_weights, torch.ones(C))
-    w = ctl.update(EPOCHS - 1, HARD_LAST, COUNTS).class_weights
+        assert torch.equal(ctl.update(epoch, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights, torch.ones(C))
+    w = ctl.update(EPOCHS - 1, Measurement.from_tpr(HARD_LAST, COUNTS)).class_weights
     target = power_ratio(HARD_LAST.double(), 1.0)
     assert torch.allclose(w.double(), target / target.mean(), atol=1e-6)
-    later = ctl.update(EPOCHS, torch.full((C,), 0.9), COUNTS)  # the second pass keeps them fixed
+    later = ctl.update(EPOCHS, Measurement.from_tpr(torch.full((C,), 0.9), COUNTS))  # the second pass keeps them fixed
     assert torch.equal(later.class_weights, w) and ctl.passes == 2
 
 
 def test_cdb_is_undamped_and_weights_only():
     ctl = make("cdb", exponent=1.0, damping=0.1, w_min=0.01, w_max=100.0)
-    a = ctl.update(0, HARD_LAST, COUNTS)
+    a = ctl.update(0, Measurement.from_tpr(HARD_LAST, COUNTS))
     target = 1 - HARD_LAST.double()
     assert torch.allclose(a.class_weights.double(), target / target.mean(), atol=1e-6)
     assert not a.aug_intensity.any() and not a.logit_margin.any()

@@ -8,6 +8,7 @@ from adaptive_lb.config import ControllerConfig, OptimConfig
 from adaptive_lb.controllers import StaticController, create_controller
 from adaptive_lb.errors import ConfigError
 from adaptive_lb.losses import weighted_cross_entropy
+from adaptive_lb.metrics import Measurement
 from adaptive_lb.optim import create_optimizer, create_scheduler, lr_factor
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
@@ -72,7 +73,7 @@ def test_schedules_step_per_batch_and_resume(name, schedule):
 def test_static_controller_normalises_to_mean_one():
     ctl = create_controller(ControllerConfig(weights=(1.0, 3.0)), torch.tensor([7, 7]), epochs=5)
     assert ctl.initial().class_weights.tolist() == [0.5, 1.5]
-    action = ctl.update(0, torch.tensor([0.9, 0.1]), torch.tensor([10.0, 10.0]))
+    action = ctl.update(0, Measurement.from_tpr(torch.tensor([0.9, 0.1]), torch.tensor([10.0, 10.0])))
     assert action.class_weights.tolist() == [0.5, 1.5] and action.aug_intensity.tolist() == [0.0, 0.0]
     assert StaticController(3).initial().class_weights.tolist() == [1.0, 1.0, 1.0]
 

@@ -51,11 +51,26 @@ def test_build_data_order_subset_heldout_longtail():
     cfg = DataConfig(name="synthetic", subset_per_class=200, heldout_fraction=0.1, long_tail="exp",
                      imbalance_ratio=10.0, synthetic=SyntheticConfig(num_classes=3, per_class=300, image_size=8))
     data = build_data(cfg, seed=0)
-    # held-out is balanced and carved before the long tail: 20 per class
-    assert class_counts(data.heldout.y, 3).tolist() == [20, 20, 20]
+    # held-out is balanced and carved before the long tail: 20 per class, cut into control and select halves
+    assert class_counts(data.heldout.y, 3).tolist() == [10, 10, 10]
+    assert class_counts(data.select.y, 3).tolist() == [10, 10, 10]
+    assert len(torch.cat([data.heldout.x, data.select.x]).unique(dim=0)) == 60, "control and select are disjoint"
     # training part follows the profile on the 180 left per class: 180, 180/sqrt(10), 18
     assert class_counts(data.train.y, 3).tolist() == [180, 56, 18]
     assert class_counts(data.test.y, 3).tolist() == [100, 100, 100]
     assert data.train.x.dtype == torch.uint8 and data.train.x.shape[1:] == (1, 8, 8)
     again = build_data(cfg, seed=0)
     assert torch.equal(again.heldout.x, data.heldout.x) and torch.equal(again.train.y, data.train.y)
+
+
+def test_select_split_leaves_the_training_part_unchanged_and_can_be_off():
+    base = dict(name="synthetic", heldout_fraction=0.2, synthetic=SyntheticConfig(num_classes=3, per_class=100,
+                                                                                  image_size=8))
+    halves, whole = build_data(DataConfig(**base), seed=3), build_data(DataConfig(**base, select_fraction=0.0), seed=3)
+    assert whole.select is None and "select" not in whole.splits()
+    assert torch.equal(halves.train.x, whole.train.x) and torch.equal(halves.test.y, whole.test.y)
+    both = torch.cat([halves.heldout.x, halves.select.x]).flatten(1)
+    assert sorted(map(tuple, both.tolist())) == sorted(map(tuple, whole.heldout.x.flatten(1).tolist()))
+    assert class_counts(halves.select.y, 3).tolist() == [10, 10, 10]
+    with pytest.raises(DataError, match="too few to set 0.5 of them aside as the select split"):
+        build_data(DataConfig(**{**base, "heldout_fraction": 0.01}), seed=3)

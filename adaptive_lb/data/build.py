@@ -2,7 +2,10 @@
 
 Order matters for honest results: the per-class subset (quick runs) is taken first, then the stratified
 held-out split, and only then the long-tail profile, on the training part alone, so the held-out
-yardstick stays balanced. The test split is never touched except by ``test_subset_per_class``.
+yardstick stays balanced. The held-out split is cut in two, stratified: ``heldout`` (the control half, read
+by the controller every epoch) and ``select`` (calibration fit, tuning objective, choice of defaults), drawn
+with a generator of its own so that the training part does not depend on ``select_fraction``. The test
+split is never touched except by ``test_subset_per_class``.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ class DataBundle:
     """The splits of a run plus what the model and metrics need to know about them."""
 
     train: Split
-    heldout: Split
+    heldout: Split  # the control half of the held-out split: read by the controller every epoch
     test: Split
     class_names: tuple[str, ...]
     mean: torch.Tensor  # (C_in,) per-channel mean of the training part, on the [0, 1] scale (text: 0)
     std: torch.Tensor   # (C_in,) per-channel std of the training part (text: 1)
     alphabet: str = ""  # text only: character code i is alphabet[i - 1], 0 = padding; "" = images
+    select: Split | None = None  # the select half: calibration, tuning, defaults; None = no select split
 
     @property
     def num_classes(self) -> int:
@@ -68,17 +72,23 @@ class DataBundle:
         files) without notice. Hashes ~50 MB (full Fashion-MNIST) in a fraction of a second.
         """
         digest = hashlib.sha256()
-        for split in (self.train, self.heldout, self.test):
+        for split in self.splits().values():
             for t in (split.x, split.y):
                 digest.update(str((t.dtype, tuple(t.shape))).encode())
                 digest.update(t.detach().cpu().contiguous().numpy().tobytes())
         return {"class_names": list(self.class_names),
-                "sizes": {"train": len(self.train), "heldout": len(self.heldout), "test": len(self.test)},
+                "sizes": {name: len(split) for name, split in self.splits().items()},
                 "sha256": digest.hexdigest()}
+
+    def splits(self) -> dict[str, Split]:
+        """``train``, ``heldout`` (control), ``select`` (when there is one) and ``test``, by name."""
+        named = {"train": self.train, "heldout": self.heldout, "select": self.select, "test": self.test}
+        return {name: split for name, split in named.items() if split is not None}
 
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(self.train.to(device), self.heldout.to(device), self.test.to(device),
-                          self.class_names, self.mean.to(device), self.std.to(device), self.alphabet)
+                          self.class_names, self.mean.to(device), self.std.to(device), self.alphabet,
+                          self.select.to(device) if self.select is not None else None)
 
 
 def fingerprint_mismatch(saved: dict, current: dict) -> str | None:
@@ -109,6 +119,7 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         pool = take_per_class(y, [cfg.subset_per_class] * num, gen)
     tr, ho = stratified_heldout(y[pool], num, cfg.heldout_fraction, cfg.heldout_balanced, gen, names)
     train_idx, held_idx = pool[tr], pool[ho]
+    held_idx, select_idx = _split_select(y, held_idx, cfg, seed, names)
     if cfg.long_tail != "none":
         target = long_tail_counts(class_counts(y[train_idx], num).tolist(), cfg.long_tail,
                                   cfg.imbalance_ratio, cfg.step_minor_fraction)
@@ -126,5 +137,24 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     else:
         pixels = x_train.transpose(0, 1).reshape(x_train.shape[1], -1).float() / 255  # (C_in, N*H*W)
         mean, std = pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-6)
+    select = Split(raw.x_train[select_idx], y[select_idx]) if select_idx is not None else None
     return DataBundle(Split(x_train, y[train_idx]), Split(raw.x_train[held_idx], y[held_idx]),
-                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names, mean, std, raw.alphabet)
+                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names, mean, std, raw.alphabet, select)
+
+
+def _split_select(y: torch.Tensor, held_idx: torch.Tensor, cfg: DataConfig, seed: int,
+                  names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Held-out indices cut into (control, select), stratified; select is None when ``select_fraction`` is 0."""
+    if cfg.select_fraction == 0:
+        return held_idx, None
+    gen = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 1)  # its own stream: training data unchanged
+    try:
+        control, select = stratified_heldout(y[held_idx], len(names), cfg.select_fraction, cfg.heldout_balanced,
+                                             gen, names)
+    except DataError:
+        counts = class_counts(y[held_idx], len(names))
+        c = int(counts.argmin())
+        raise DataError(f"class '{names[c]}' has {int(counts[c])} held-out samples, too few to set "
+                        f"{cfg.select_fraction:g} of them aside as the select split: raise data.heldout_fraction "
+                        "or set data.select_fraction=0") from None
+    return held_idx[control], held_idx[select]

@@ -1,9 +1,10 @@
 """The Optuna side: open a study, train the ERM reference once, run trials (one worker's share).
 
 A trial is an ordinary run dir under ``STUDY_DIR/trials/`` (so ``adaptive-lb report`` works on it), trained
-with the suggested controller settings. Its objective is the held-out TPR variance at the end of the trial
-(reported every epoch for pruning); the test split is never read. The accuracy guard is an Optuna
-constraint: ``reference - guard_delta - heldout_accuracy <= 0`` is feasible.
+with the suggested controller settings. Its objective is the TPR variance of the ``select`` split at the end of
+the trial (reported every epoch for pruning): the held-out half the controller never reads; runs without a
+select split fall back to the control split. The test split is never read. The accuracy guard is an Optuna
+constraint on the same split: ``reference - guard_delta - select_accuracy <= 0`` is feasible.
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def judged_split(result: dict) -> dict:
+    """The block a study judges in an epoch record or a summary: the ``select`` split (which the controller never
+    reads), or the held-out (control) split of runs without one (``data.select_fraction=0``). Raw model numbers,
+    not calibrated ones: the calibration is fitted on ``select`` itself."""
+    return result.get("select") or result["heldout"]
+
+
 def reference_value(study: Any, spec: TuneSpec, study_dir: Path, callbacks: list[Callback] = ()) -> float:
     """The guard's reference: ``tune.reference_accuracy``, or the ERM run trained once and stored on the study."""
     t = spec.tune
@@ -124,7 +132,7 @@ def reference_value(study: Any, spec: TuneSpec, study_dir: Path, callbacks: list
         with _locked(study_dir / ".reference.lock"):  # one process trains it, others on the machine wait
             if "reference" not in study.user_attrs:  # read again from storage: another worker may have set it
                 path = study_dir / "reference"
-                held = train_run(spec.config(trial=True, reference=True), path, list(callbacks))["heldout"]
+                held = judged_split(train_run(spec.config(trial=True, reference=True), path, list(callbacks)))
                 study.set_user_attr("reference", {"accuracy": held["accuracy"], "tpr_var": held["tpr_var"],
                                                   "balanced_accuracy": held["balanced_accuracy"],
                                                   "run_dir": str(path)})
@@ -165,7 +173,7 @@ class TrialReporter(Callback):
     def on_epoch_end(self, trainer: Any, record: dict) -> None:
         import optuna
 
-        value, epoch = record["heldout"]["tpr_var"], record["epoch"]
+        value, epoch = judged_split(record)["tpr_var"], record["epoch"]
         self.trial.set_user_attr("epoch", epoch)
         self.view.trial_epoch(record)
         if not self.multi:
@@ -194,7 +202,7 @@ class Objective:
             cfg = self.spec.config(values, trial=True)
             self.view.trial_start(f"trial {trial.number}", values, cfg.train.epochs, trial.number)
             reporter = TrialReporter(trial, t.mode == "multi", self.view)
-            held = train_run(cfg, path, [reporter])["heldout"]
+            held = judged_split(train_run(cfg, path, [reporter]))
         except KeyboardInterrupt:
             self.interrupted = trial.number
             trial.set_user_attr("fail_reason", "interrupted")
