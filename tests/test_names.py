@@ -99,6 +99,13 @@ def test_candidate_table_is_built_once_then_read_from_the_cache(fake_names, tmp_
     assert len(fake_names) == 3 and json.loads(cache_path(SMALL, "").read_text())["source"] == "fake"
 
 
+def test_unwritable_cache_folder_is_a_data_error(fake_names, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")  # data.root is a file: the cache folder cannot be made under it
+    with pytest.raises(DataError, match="set data.root to a writable folder"):
+        load_names(SMALL, str(blocker), 0)
+
+
 def test_too_few_distinct_names_is_a_data_error(fake_names):
     with pytest.raises(DataError, match="too few distinct unambiguous names"):
         load_names(NamesConfig(countries=("GB", "US"), per_class=5000, top_k=10), "", 0)
