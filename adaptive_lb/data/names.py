@@ -13,7 +13,8 @@ How names are chosen (README, "Names -> nationality"):
    a space; full names longer than ``max_len`` characters are redrawn.
 3. **Leaks**: a full name is kept once per country, and a full name drawn for two or more countries is
    dropped from all of them (its label would be a coin flip), so no full name occurs twice in the dataset and
-   hence never in two splits. Every class then gets exactly ``per_class + test_per_class`` names; the first
+   hence never in two splits. Every class then gets its first ``per_class + test_per_class`` distinct names,
+   shuffled with the seeded generator (in draw order the late names are the rarer ones); the first
    ``per_class`` are the training part (the held-out split is carved from it), the rest the test split.
 
 Names are stored as ``int64`` character codes ``(N, max_len)``, right-padded with 0; code ``i`` is the
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch
 from adaptive_lb.config import NamesConfig
 from adaptive_lb.data.datasets import RawData
 from adaptive_lb.errors import DataError
+from adaptive_lb.rundir import atomic_write
 
 TABLE_VERSION = 1  # bump when the candidate rules change: old cache files are then ignored
 SCRIPTS = ("LATIN", "GREEK", "CYRILLIC")
@@ -81,18 +81,15 @@ def candidate_table(cfg: NamesConfig, root: str) -> dict:
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
     table = {"settings": table_settings(cfg), **extract_candidates(sorted(cfg.countries), cfg.top_k, cfg.min_share)}
-    _write_atomically(path, json.dumps(table, ensure_ascii=False))
+    _write_cache(path, table)
     return table
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+def _write_cache(path: Path, table: dict) -> None:
+    """Write the table with the package's atomic writer: readers never see half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: fh.write(json.dumps(table, ensure_ascii=False).encode("utf-8")))
     except OSError as exc:
         raise DataError(f"cannot write the names cache '{path}' ({exc}): set data.root to a writable folder") from None
 
@@ -162,7 +159,8 @@ def country_label(code: str) -> str:
 # ------------------------------------------------------------------------------------------------ draws
 def draw_full_names(table: dict, cfg: NamesConfig, seed: int) -> list[list[str]]:
     """``per_class + test_per_class`` distinct, unambiguous full names per country of ``cfg.countries``
-    (in that order), in draw order. Raises a ``DataError`` when a country cannot supply that many."""
+    (in that order), each list in seeded random order. Raises a ``DataError`` when a country cannot supply
+    that many."""
     gen = torch.Generator().manual_seed(7_919 * (seed + 1) + 1)
     want = cfg.per_class + cfg.test_per_class
     pools: dict[str, dict[str, None]] = {code: {} for code in cfg.countries}  # ordered sets
@@ -178,7 +176,9 @@ def draw_full_names(table: dict, cfg: NamesConfig, seed: int) -> list[list[str]]
         kept = {code: [n for n in pool if owners[n] == 1] for code, pool in pools.items()}
         short = [code for code in cfg.countries if len(kept[code]) < want]
         if not short:
-            return [kept[code][:want] for code in cfg.countries]
+            # The first ``want`` distinct names, shuffled: in first-appearance order the late ones are the rarer
+            # ones, and ``load_names`` would hand them all to the test split.
+            return [[kept[code][i] for i in torch.randperm(want, generator=gen).tolist()] for code in cfg.countries]
     have = ", ".join(f"{code} {len(kept[code])}" for code in short)
     raise DataError(f"too few distinct unambiguous names ({have}; need {want} per country): lower "
                     "data.names.per_class / test_per_class, or raise data.names.top_k")
