@@ -162,7 +162,7 @@ class Measurement:
     def tpr(self) -> torch.Tensor:
         """Recall per class, ``(C,)`` float64 (argmax; ties to the lowest class index, as ``torch.argmax``)."""
         if self._tpr is None:
-            self._tpr = torch.from_numpy(per_class_tpr(self.confusion))
+            self._tpr = torch.from_numpy(per_class_tpr(self.confusion, None, "held-out (control)"))
             self._check()
         return self._tpr
 

@@ -52,6 +52,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a run dir or cache is as readable as any file
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -64,6 +65,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(folder: Path) -> None:

@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from adaptive_lb import metrics as M
+from adaptive_lb.errors import DataError
+from adaptive_lb.metrics import Measurement
 
 # Hand-made 3-class case: rows are true classes.
 CM = np.array([[8, 2, 0],
@@ -62,3 +64,24 @@ def test_accepts_torch_and_rejects_non_square():
     assert M.accuracy(torch.tensor(CM)) == pytest.approx(19 / 25)
     with pytest.raises(ValueError, match="square"):
         M.accuracy(np.zeros((2, 3)))
+
+
+# ------------------------------------------------------------------------------------------ Measurement
+def test_measurement_derives_tpr_confusion_and_soft_recall_from_logits():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 3.0]])  # sample 2 ties: argmax -> class 0
+    labels = torch.tensor([0, 0, 1, 1])
+    m = Measurement(logits, labels)
+    assert m.confusion.tolist() == [[1, 1], [1, 1]]
+    assert m.tpr.tolist() == [0.5, 0.5] and m.counts.tolist() == [2.0, 2.0]
+    p = torch.softmax(logits, dim=1)
+    assert m.soft_recall.tolist() == pytest.approx([float(p[0, 0] + p[1, 0]) / 2, float(p[2, 1] + p[3, 1]) / 2])
+    assert m.equalising_biases().shape == (2,)
+
+
+def test_measurement_from_tpr_has_no_confusion_and_checks_values():
+    m = Measurement.from_tpr(torch.tensor([0.25, 1.0]), torch.tensor([4.0, 4.0]))
+    assert m.tpr.tolist() == [0.25, 1.0]
+    with pytest.raises(DataError, match="needs logits and labels"):
+        _ = m.confusion
+    with pytest.raises(DataError, match="class.*2 have no samples in the held-out"):
+        _ = Measurement(torch.zeros(3, 3), torch.tensor([0, 0, 1])).tpr

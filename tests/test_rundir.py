@@ -165,8 +165,13 @@ def test_atomic_write_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    atomic_write(tmp_path / "f.txt", lambda fh: fh.write(b"hello"))
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "f.txt", lambda fh: fh.write(b"hello"))
+    finally:
+        os.umask(old)
     assert (tmp_path / "f.txt").read_bytes() == b"hello" and synced == [False, True]
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644, "readable like any file, not mkstemp's 0600"
 
 
 # ------------------------------------------------------------------------------------------ item 10
