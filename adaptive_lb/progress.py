@@ -46,24 +46,33 @@ def per_class_table(class_names: Sequence[str], record: dict, title: str = "") -
     return table
 
 
+SPLIT_LABELS = {"heldout": "held-out (control)", "select": "select", "test": "test"}
+
+
+def summary_blocks(summary: dict) -> list[tuple[str, dict]]:
+    """(label, metrics block) of every split of a summary, raw, then with the post-hoc biases (fitted on select)."""
+    out = [(label, summary[key]) for key, label in SPLIT_LABELS.items() if summary.get(key)]
+    if "posthoc" in summary:
+        p = summary["posthoc"]
+        out += [(f"{label}, post-hoc {p['method']}", p[key]) for key, label in SPLIT_LABELS.items()
+                if key != "heldout" and p.get(key)]
+    return out
+
+
 def summary_table(summary: dict) -> Any:
-    """rich Table of the headline metrics, held-out beside test."""
+    """rich Table of the headline metrics, one column per split (and per split with post-hoc biases)."""
     from rich.table import Table
 
     table = Table(title="final metrics (last epoch)", title_justify="left")
     table.add_column("metric")
-    blocks = [summary["heldout"], summary["test"]]
-    table.add_column("held-out", justify="right")
-    table.add_column("test", justify="right")
-    if "posthoc" in summary:  # the same model with post-hoc biases, fitted on held-out
-        blocks += [summary["posthoc"]["heldout"], summary["posthoc"]["test"]]
-        table.add_column(f"held-out, post-hoc {summary['posthoc']['method']}", justify="right")
-        table.add_column(f"test, post-hoc {summary['posthoc']['method']}", justify="right")
+    blocks = summary_blocks(summary)
+    for label, _ in blocks:
+        table.add_column(label, justify="right")
     for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
                        ("tpr_std", "TPR std"), ("tpr_var", "TPR variance"), ("tpr_gap", "TPR max-min gap"),
                        ("worst_tpr", "worst-class TPR")):
-        table.add_row(label, *(f"{b[key]:.4f}" for b in blocks))
-    table.add_row("worst class", *(b["worst_class"] for b in blocks))
+        table.add_row(label, *(f"{b[key]:.4f}" for _, b in blocks))
+    table.add_row("worst class", *(b["worst_class"] for _, b in blocks))
     return table
 
 
@@ -201,13 +210,12 @@ class PlainProgress(Callback):
             self._print(f"{name:<{width}} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f} "
                         f"{rec['class_weights'][c]:>7.3f} {rec['aug_intensity'][c]:>5.2f} "
                         f"{rec['logit_margin'][c]:>+7.2f}")
-        self._print(f"final held-out {headline(summary['heldout'])}")
-        self._print(f"final test     {headline(summary['test'])}")
         if "posthoc" in summary:
             p = summary["posthoc"]
-            self._print(f"post-hoc {p['method']}: biases {' '.join(f'{b:+.2f}' for b in p['bias'])}")
-            self._print(f"post-hoc held-out {headline(p['heldout'])}")
-            self._print(f"post-hoc test     {headline(p['test'])}")
+            self._print(f"post-hoc {p['method']} (fitted on {p.get('fitted_on', 'heldout')}): biases "
+                        f"{' '.join(f'{b:+.2f}' for b in p['bias'])}")
+        for label, block in summary_blocks(summary):
+            self._print(f"final {label:<28} {headline(block)}")
 
 
 def create_progress(quiet: bool, stream: TextIO | None = None) -> Callback:

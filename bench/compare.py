@@ -84,11 +84,12 @@ def run_one(suite: str, method: str, seed: int, runs: Path, extra: list[str]) ->
     return out
 
 
-def read_run(path: Path) -> dict:
-    """Final test metrics (post-hoc corrected if the run has a post-hoc step), per-epoch trajectory and the
-    controller's share of epoch time for one run."""
+def read_run(path: Path, calibrated: bool) -> dict:
+    """Final test metrics (with the run's post-hoc biases when ``calibrated``: the post-hoc methods; every other
+    row is the model's own), per-epoch trajectory and the controller's share of epoch time for one run."""
     summary = json.loads((path / "summary.json").read_text())
-    summary = {**summary, **summary.get("posthoc", {})}
+    if calibrated:
+        summary = {**summary, **summary.get("posthoc", {})}
     records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     times = [r["time_s"] for r in records]
     epoch_s = sum(sum(t.values()) for t in times)
@@ -170,7 +171,7 @@ def main() -> None:
         dirs = list(pool.map(lambda job: run_one(args.suite, *job, runs, args.overrides), jobs))
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
     for (method, _), path in zip(jobs, dirs, strict=True):
-        results[method].append(read_run(path))
+        results[method].append(read_run(path, calibrated=method.startswith("posthoc")))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads 1 per run, {args.jobs} runs at a time"
     command = " ".join(["python bench/compare.py", *sys.argv[1:]])
     out = ROOT / (args.out or f"bench/results/compare_{args.suite}")
