@@ -342,6 +342,10 @@ class RunConfig(Section):
             raise ConfigError(f"loss.name={self.loss.name} with data.sampler={self.data.sampler} corrects for the "
                               "class counts twice (the loss uses the training counts the sampler evens out): "
                               "use data.sampler=none or loss.name=ce")
+        if c.name == "damped" and c.warmup_epochs >= self.train.epochs:
+            warnings.warn(f"controller.warmup_epochs ({c.warmup_epochs}) >= train.epochs ({self.train.epochs}): the "
+                          "closed loop never acts and the run is ERM; lower controller.warmup_epochs",
+                          ConfigWarning, stacklevel=2)
         self._check_modality()
 
     def _check_modality(self) -> None:

@@ -68,18 +68,23 @@ METRICS = ("accuracy", "balanced_accuracy", "tpr_std", "worst_tpr")
 
 def run_one(suite: str, method: str, seed: int, runs: Path, extra: list[str]) -> Path:
     """Train (method, seed) unless its summary.json exists; return the run dir."""
-    out = runs / method / f"seed{seed}"
+    configs, overrides = SUITES[suite][method]
+    return train_run(runs / method / f"seed{seed}", configs, [*overrides, *extra, f"train.seed={seed}"])
+
+
+def train_run(out: Path, configs: list[str], overrides: list[str]) -> Path:
+    """``adaptive-lb train CONFIGS OVERRIDES --out OUT`` on one CPU thread, logging to ``OUT.log``; a finished run
+    (summary.json) is reused and a checkpointed one resumed, so an interrupted benchmark continues."""
     if (out / "summary.json").is_file():
         return out
-    configs, overrides = SUITES[suite][method]
-    args = [sys.executable, "-m", "adaptive_lb", "train", *(str(ROOT / c) for c in configs), *overrides, *extra,
-            f"train.seed={seed}", "train.threads=1", "--quiet"]
+    args = [sys.executable, "-m", "adaptive_lb", "train", *(str(ROOT / c) for c in configs), *overrides,
+            "train.threads=1", "--quiet", "--no-plots"]
     if (out / "checkpoint.pt").is_file():
-        args = [sys.executable, "-m", "adaptive_lb", "train", "--resume", str(out), "--quiet"]
+        args = [sys.executable, "-m", "adaptive_lb", "train", "--resume", str(out), "--quiet", "--no-plots"]
     else:
         args += ["--out", str(out)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(runs / method / f"seed{seed}.log", "a") as log:
+    with open(out.with_name(out.name + ".log"), "a") as log:
         subprocess.run(args, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     return out
 

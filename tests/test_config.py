@@ -280,3 +280,10 @@ def test_the_cli_prints_a_config_warning_as_one_line(tmp_path, capsys):
     warned = [line for line in err if "warning" in line]
     assert warned == ["adaptive-lb: warning: data.copy_aug=0.8 does nothing with data.sampler=none: only "
                       "oversample_aug augments extra copies; set data.sampler=oversample_aug or drop copy_aug"]
+
+
+def test_a_loop_that_never_acts_warns():
+    from adaptive_lb.errors import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match="closed loop never acts"):
+        from_dict(RunConfig, {"controller": {"name": "damped", "warmup_epochs": 3}, "train": {"epochs": 3}})

@@ -1,0 +1,101 @@
+"""Accuracy-vs-evenness frontiers: how methods are compared honestly (pure functions, no training).
+
+Every method has a strength knob, and post-hoc calibration adds a second one (the spread weight of the
+equalising biases). A method is judged by the set of (accuracy, worst-class TPR) points it can reach, not by
+one hand-picked point:
+
+- ``calibration_sweep``: for one trained model, biases fitted on ``select`` at several spread weights (0 = the
+  raw model), scored on ``select`` and on the test split (predictions kept for the bootstrap);
+- ``pareto_front``: the points no other point beats on both axes;
+- ``pick_on_select``: the operating point a user would choose without the test split: the best ``select``
+  worst-class TPR among points whose ``select`` accuracy stays within a tolerance of a reference;
+- ``paired_bootstrap``: a confidence interval for the difference of two methods' test metric, resampling test
+  images jointly (the same resample for both methods and every seed), so the pairing is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from adaptive_lb.metrics import per_class_recall
+from adaptive_lb.posthoc import equalising_biases
+
+
+def split_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Accuracy, worst-class TPR and TPR std (population) of predictions ``(N,)`` against labels ``(N,)``."""
+    tpr = per_class_recall(pred == labels, labels, num_classes)  # (C,)
+    return {"accuracy": float((pred == labels).double().mean()), "worst_tpr": float(tpr.min()),
+            "tpr_std": float(tpr.std(unbiased=False)), "balanced_accuracy": float(tpr.mean())}
+
+
+def calibration_sweep(select: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                      spread_weights: Sequence[float], sweeps: int = 8) -> list[dict]:
+    """One point per spread weight: biases fitted on ``select`` (logits ``(N, C)``, labels ``(N,)``), metrics of
+    ``argmax(logits + b)`` on select and test, and the test predictions ``(M,)``. Spread weight 0 = no bias."""
+    (zs, ys), (zt, yt) = select, test
+    num = zs.shape[1]
+    out = []
+    for sw in spread_weights:
+        bias = equalising_biases(zs, ys, sweeps, sw) if sw > 0 else torch.zeros(num)
+        pred_s, pred_t = (zs + bias).argmax(dim=1), (zt + bias).argmax(dim=1)
+        out.append({"spread_weight": sw, "bias": bias.tolist(), "select": split_metrics(pred_s, ys, num),
+                    "test": split_metrics(pred_t, yt, num), "test_pred": pred_t})
+    return out
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated on (x, y), both maximised, sorted by x; ties keep the first."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1], i))
+    front, best_y = [], float("-inf")
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pick_on_select(points: Sequence[dict], min_accuracy: float) -> int:
+    """Index of the point with the best ``select`` worst-class TPR among those with ``select`` accuracy >=
+    ``min_accuracy`` (the most accurate point when none qualifies). Never looks at the test split."""
+    ok = [i for i, p in enumerate(points) if p["select"]["accuracy"] >= min_accuracy]
+    if not ok:
+        return max(range(len(points)), key=lambda i: points[i]["select"]["accuracy"])
+    return max(ok, key=lambda i: (points[i]["select"]["worst_tpr"], points[i]["select"]["accuracy"]))
+
+
+def paired_bootstrap(preds_a: Sequence[torch.Tensor], preds_b: Sequence[torch.Tensor], labels: torch.Tensor,
+                     metric: str = "worst_tpr", draws: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Mean over seeds of ``metric(a) - metric(b)`` on the test split, with a percentile interval.
+
+    ``preds_a[s]``, ``preds_b[s]``: test predictions ``(N,)`` of seed s for methods a and b (paired seeds); each
+    draw resamples the N test images with replacement, stratified by class, once for all seeds and both methods.
+    """
+    num = int(labels.max()) + 1
+    gen = torch.Generator().manual_seed(seed)
+    groups = [torch.nonzero(labels == c)[:, 0] for c in range(num)]
+
+    def stat(idx: torch.Tensor) -> float:
+        y = labels[idx]
+        diff = [split_metrics(a[idx], y, num)[metric] - split_metrics(b[idx], y, num)[metric]
+                for a, b in zip(preds_a, preds_b, strict=True)]
+        return sum(diff) / len(diff)
+
+    point = stat(torch.arange(len(labels)))
+    values = sorted(stat(_stratified_resample(groups, gen)) for _ in range(draws))
+    lo, hi = values[int((1 - level) / 2 * draws)], values[min(draws - 1, int((1 + level) / 2 * draws))]
+    return {"metric": metric, "difference": point, "low": lo, "high": hi, "draws": draws, "level": level}
+
+
+def _stratified_resample(groups: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    """Indices drawn with replacement within each class (class sizes kept, so per-class TPR stays defined)."""
+    return torch.cat([g[torch.randint(len(g), (len(g),), generator=gen)] for g in groups])
+
+
+def mean_over_seeds(per_seed: Sequence[dict], split: str, keys: Sequence[str],
+                    reduce: Callable[[list[float]], float] | None = None) -> dict:
+    """``{key: mean over seeds}`` of ``per_seed[s][split][key]``."""
+    reduce = reduce or (lambda v: sum(v) / len(v))
+    return {k: reduce([p[split][k] for p in per_seed]) for k in keys}

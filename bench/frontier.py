@@ -1,0 +1,234 @@
+"""Accuracy-vs-evenness frontiers: every method at every strength of its knob, every trained model calibrated at
+several trade-offs, paired seeds, choices made on ``select`` only (adaptive_lb/frontier.py holds the maths).
+
+For each method of a suite and each value of its strength knob, one run per seed (the knob's "off" value is
+the ERM run of the same seed, shared by every method, so the seeds are paired). Each finished model is then
+calibrated: per-class biases fitted on its ``select`` split at spread weights 0 (raw), 0.25, 0.5, 1, 2, 4 and
+scored on select and test. A method's point set is every (knob value, spread weight) pair, averaged over
+seeds; its frontier is the non-dominated subset on test (reported, never used to choose).
+
+The headline is chosen without the test split: for each method, the (knob, spread weight) point with the best
+select worst-class TPR among those whose select accuracy is within ``--tolerance`` of raw ERM's; its test
+numbers are compared with ERM + calibration's pick by a paired, class-stratified bootstrap over test images.
+
+    .venv/bin/python bench/frontier.py --suite fashion_mnist --seeds 0 1 2 --jobs 2
+    .venv/bin/python bench/frontier.py --suite fashion_mnist --seeds 0 1 2 --jobs 2 --tag subset \\
+        data.subset_per_class=1000 train.epochs=6        # exploring on a subset
+
+Writes ``bench/results/frontier_<suite>[_<tag>].{md,json,png}``; run dirs go to ``runs/frontier_<suite>[_<tag>]``
+and are reused (an interrupted benchmark continues; each run's calibration sweep is cached beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from compare import ROOT, train_run
+
+from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select
+
+SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
+KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
+ERM = "erm"
+# suite -> method -> (config files, {knob value label: overrides}); the ERM method has one value, "off"
+SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
+    "fashion_mnist": {
+        ERM: (["configs/fashion_mnist_erm.yaml"], {"off": []}),
+        "two_pass": (["configs/fashion_mnist_two_pass.yaml"],
+                     {f"p{p}": [f"controller.exponent={p}"] for p in (0.5, 1, 2)}),
+        "cdb": (["configs/fashion_mnist_cdb.yaml"], {f"tau{t}": [f"controller.exponent={t}"] for t in (0.5, 1, 2)}),
+        # the shipped loop with its weight exponent and margin gain scaled together by s
+        "loop": (["configs/fashion_mnist.yaml"], {f"s{s}": [f"controller.exponent={s}",
+                                                            f"controller.margin_gain={0.15 * s:g}"]
+                                                  for s in (0.5, 1, 2)}),
+    },
+    "fashion_mnist_lt100": {
+        ERM: (["configs/fashion_mnist_lt100.yaml", "configs/methods/erm.yaml"], {"off": []}),
+        "effective_number": (["configs/fashion_mnist_lt100.yaml", "configs/methods/effective_number.yaml"],
+                             {f"b{b}": [f"controller.beta={b}"] for b in (0.9, 0.99, 0.9999)}),
+        "logit_adjusted": (["configs/fashion_mnist_lt100.yaml", "configs/methods/logit_adjusted.yaml"],
+                           {f"tau{t}": [f"loss.tau={t}"] for t in (0.5, 1, 1.5)}),
+        "ldam_drw": (["configs/fashion_mnist_lt100.yaml", "configs/methods/ldam_drw.yaml"],
+                     {f"m{m}": [f"loss.max_m={m}"] for m in (0.25, 0.5, 0.75)}),
+        "loop": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_la.yaml"],
+                 {f"s{s}": [f"controller.exponent={s}", f"controller.margin_gain={0.15 * s:g}"] for s in (0.5, 1, 2)}),
+    },
+    "synthetic": {  # seconds: a smoke test of this script (configs/synthetic.yaml)
+        ERM: (["configs/synthetic.yaml"], {"off": []}),
+        "loop": (["configs/synthetic.yaml", "configs/methods/closed_loop.yaml"],
+                 {f"s{s}": [f"controller.exponent={s}", f"controller.margin_gain={0.15 * s:g}",
+                            "controller.warmup_epochs=1"] for s in (0.5, 1)}),
+    },
+    "names": {
+        ERM: (["configs/names_erm.yaml"], {"off": []}),
+        "loop": (["configs/names.yaml"], {f"s{s}": [f"controller.exponent={s}"] for s in (0.5, 1, 2)}),
+    },
+}
+
+
+def run_dir(runs: Path, method: str, value: str, seed: int) -> Path:
+    return runs / method / value / f"seed{seed}"
+
+
+def sweep(path: Path) -> list[dict]:
+    """The run's calibration sweep (cached in ``frontier.pt`` beside its checkpoint)."""
+    cache = path / "frontier.pt"
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    from adaptive_lb.data import build_data
+    from adaptive_lb.rundir import RunDir
+    from adaptive_lb.trainer import Trainer
+
+    run = RunDir(path)
+    cfg = run.config()
+    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
+    trainer.load_state_dict(run.load_checkpoint())
+    points = calibration_sweep(trainer.logits("select"), trainer.logits("test"), SPREAD_WEIGHTS)
+    torch.save(points, cache)
+    return points
+
+
+def collect(suite: str, methods: list[str], seeds: list[int], runs: Path) -> tuple[dict, torch.Tensor]:
+    """``{method: {(value, spread weight): [per-seed point]}}`` (ERM's points join every method) and test labels."""
+    points: dict[str, dict[tuple[str, float], list[dict]]] = {}
+    for method in methods:
+        for value in SUITES[suite][method][1]:
+            for seed in seeds:
+                for p in sweep(run_dir(runs, method, value, seed)):
+                    points.setdefault(method, {}).setdefault((value, p["spread_weight"]), []).append(p)
+    for method in points:
+        if method != ERM:
+            points[method] = {**points[ERM], **points[method]}
+    cfg_path = run_dir(runs, ERM, "off", seeds[0])
+    from adaptive_lb.data import build_data
+    from adaptive_lb.rundir import RunDir
+
+    cfg = RunDir(cfg_path).config()
+    return points, build_data(cfg.data, cfg.train.seed).test.y
+
+
+def mean_point(per_seed: list[dict]) -> dict:
+    """Mean over seeds of the select and test metrics of one (value, spread weight) point."""
+    return {split: {k: statistics.fmean(p[split][k] for p in per_seed) for k in KEYS} for split in ("select", "test")}
+
+
+def analyse(points: dict, labels: torch.Tensor, tolerance: float) -> dict:
+    """Frontiers, the select-chosen picks and their paired bootstrap against ERM + calibration."""
+    means = {m: {key: mean_point(ps) for key, ps in pts.items()} for m, pts in points.items()}
+    erm_raw = means[ERM][("off", 0.0)]
+    floor = erm_raw["select"]["accuracy"] - tolerance
+    out: dict = {"erm_raw": erm_raw, "select_accuracy_floor": floor, "methods": {}}
+    for method, pts in means.items():
+        keys = list(pts)
+        front = pareto_front([(pts[k]["test"]["accuracy"], pts[k]["test"]["worst_tpr"]) for k in keys])
+        pick = keys[pick_on_select([pts[k] for k in keys], floor)]
+        out["methods"][method] = {
+            "points": [{"value": v, "spread_weight": sw, **pts[(v, sw)]} for v, sw in keys],
+            "front": [{"value": keys[i][0], "spread_weight": keys[i][1], **pts[keys[i]]["test"]} for i in front],
+            "pick": {"value": pick[0], "spread_weight": pick[1], **pts[pick]}}
+    erm_pick = out["methods"][ERM]["pick"]
+    base = [p["test_pred"] for p in points[ERM][(erm_pick["value"], erm_pick["spread_weight"])]]
+    for method, res in out["methods"].items():
+        mine = [p["test_pred"] for p in points[method][(res["pick"]["value"], res["pick"]["spread_weight"])]]
+        res["vs_erm_calibrated"] = {k: paired_bootstrap(mine, base, labels, k) for k in ("worst_tpr", "accuracy")}
+    return out
+
+
+def markdown(suite: str, res: dict, meta: dict) -> str:
+    """The headline table (select-chosen picks, test numbers, paired intervals) and every method's frontier."""
+    lines = [f"# Frontier: {suite}", "", f"`{meta['command']}`", "", f"{meta['machine']}; {meta['wall_min']:.1f} min; "
+             f"seeds {meta['seeds']}. Picks are chosen on `select` (best select worst-class TPR with select "
+             f"accuracy >= raw ERM's - {meta['tolerance']:g}: {res['select_accuracy_floor']:.4f}); test is read "
+             "only to report them.", "",
+             "| method | pick (knob, spread weight) | test accuracy | worst-class TPR | TPR std | "
+             "Δ worst vs ERM+cal. [95 % CI] | Δ accuracy vs ERM+cal. [95 % CI] |", "|---|---|---:|---:|---:|---:|---:|"]
+    for method, m in res["methods"].items():
+        p, b = m["pick"], m["vs_erm_calibrated"]
+        ci = {k: f"{b[k]['difference']:+.4f} [{b[k]['low']:+.4f}, {b[k]['high']:+.4f}]" for k in b}
+        lines.append(f"| {method} | {p['value']}, {p['spread_weight']:g} | {p['test']['accuracy']:.4f} | "
+                     f"{p['test']['worst_tpr']:.4f} | {p['test']['tpr_std']:.4f} | {ci['worst_tpr']} | "
+                     f"{ci['accuracy']} |")
+    lines += ["", "Frontiers (test means over seeds; non-dominated in accuracy and worst-class TPR):", ""]
+    for method, m in res["methods"].items():
+        pts = ", ".join(f"({f['value']}, {f['spread_weight']:g}): {f['accuracy']:.4f} / {f['worst_tpr']:.3f}"
+                        for f in m["front"])
+        lines.append(f"- **{method}**: {pts}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, title: str, path: Path) -> None:
+    """Test accuracy against worst-class TPR and against TPR std: every point faint, frontiers drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, (method, m) in enumerate(res["methods"].items()):
+        colour = f"C{i}"
+        for ax, key in zip(axes, ("worst_tpr", "tpr_std"), strict=True):
+            ax.scatter([p[key] for p in (q["test"] for q in m["points"])],
+                       [q["test"]["accuracy"] for q in m["points"]], s=12, alpha=0.3, color=colour)
+            pts = [(q["test"]["accuracy"], q["test"][key] * (1 if key == "worst_tpr" else -1)) for q in m["points"]]
+            front = sorted(pareto_front(pts), key=lambda j: pts[j][1])
+            ax.plot([m["points"][j]["test"][key] for j in front], [m["points"][j]["test"]["accuracy"] for j in front],
+                    "-o", ms=3, color=colour, label=method)
+            pick = m["pick"]["test"]
+            ax.scatter([pick[key]], [pick["accuracy"]], marker="*", s=160, color=colour, edgecolor="black", zorder=5)
+    axes[0].set_xlabel("worst-class TPR (test) →")
+    axes[1].set_xlabel("← TPR std over classes (test)")
+    axes[1].invert_xaxis()
+    for ax in axes:
+        ax.set_ylabel("accuracy (test)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="★ = pick chosen on select")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="fashion_mnist", choices=list(SUITES))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one CPU thread)")
+    ap.add_argument("--tolerance", type=float, default=0.003, help="select accuracy a pick may give up vs raw ERM")
+    ap.add_argument("--tag", default="", help="suffix of the run folder and result files (e.g. subset)")
+    ap.add_argument("--methods", nargs="+", help="a subset of the suite's methods (erm is always run)")
+    ap.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.ema_decay=0.995")
+    args = ap.parse_args()
+    suite = SUITES[args.suite]
+    methods = [ERM, *[m for m in (args.methods or suite) if m != ERM]]
+    stem = f"frontier_{args.suite}" + (f"_{args.tag}" if args.tag else "")
+    runs = ROOT / "runs" / stem
+    jobs = [(m, v, s) for s in args.seeds for m in methods for v in suite[m][1]]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda j: train_run(run_dir(runs, *j), suite[j[0]][0],
+                                          [*suite[j[0]][1][j[1]], *args.overrides, f"train.seed={j[2]}"]), jobs))
+    points, labels = collect(args.suite, methods, args.seeds, runs)
+    res = analyse(points, labels, args.tolerance)
+    meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per run, "
+                       f"{args.jobs} at a time",
+            "wall_min": (time.perf_counter() - start) / 60, "tolerance": args.tolerance}
+    out = ROOT / "bench" / "results" / stem
+    out.with_suffix(".json").write_text(json.dumps({**meta, **res}, indent=1))
+    out.with_suffix(".md").write_text(markdown(args.suite, res, meta))
+    label = f"{args.suite} ({args.tag})" if args.tag else args.suite
+    plot(res, f"{label}: picks chosen on select", out.with_suffix(".png"))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The frontier maths (adaptive_lb/frontier.py): Pareto fronts, select-only picks, paired bootstrap, sweeps."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select, split_metrics
+
+
+def test_pareto_front_by_hand():
+    pts = [(0.90, 0.70), (0.92, 0.60), (0.89, 0.65), (0.91, 0.70), (0.85, 0.80), (0.92, 0.55)]
+    # (0.90, 0.70) is beaten by (0.91, 0.70); (0.89, 0.65) by both; (0.92, 0.55) by (0.92, 0.60)
+    assert pareto_front(pts) == [4, 3, 1]
+
+
+def test_pick_on_select_never_reads_test():
+    points = [{"select": {"accuracy": 0.92, "worst_tpr": 0.70}, "test": {"worst_tpr": 0.99}},
+              {"select": {"accuracy": 0.91, "worst_tpr": 0.80}, "test": {"worst_tpr": 0.10}},
+              {"select": {"accuracy": 0.88, "worst_tpr": 0.90}, "test": {"worst_tpr": 0.99}}]
+    assert pick_on_select(points, 0.905) == 1  # best select worst-class TPR within the accuracy floor
+    assert pick_on_select(points, 0.95) == 0   # nothing qualifies: the most accurate point
+
+
+def test_split_metrics_by_hand():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 1, 1, 1, 2, 0])
+    m = split_metrics(pred, labels, 3)
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["worst_tpr"] == 0.5
+    assert m["tpr_std"] == pytest.approx(torch.tensor([0.5, 1.0, 0.5]).std(unbiased=False).item())
+
+
+def test_paired_bootstrap_brackets_a_real_difference_and_zero_for_a_copy():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(250)
+    good = [torch.where(torch.rand(1000, generator=g) < 0.9, labels, (labels + 1) % 4) for _ in range(3)]
+    # b: the same predictions but class 3 wrong twice as often
+    bad = [torch.where((labels == 3) & (torch.rand(1000, generator=g) < 0.15), (labels + 1) % 4, p) for p in good]
+    diff = paired_bootstrap(good, bad, labels, "worst_tpr", draws=300)
+    assert diff["low"] > 0 and diff["low"] <= diff["difference"] <= diff["high"]
+    same = paired_bootstrap(good, good, labels, "accuracy", draws=50)
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+
+
+def test_calibration_sweep_raw_point_is_the_model_and_calibration_evens_select():
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(3).repeat_interleave(200)
+    logits = F.one_hot(labels, 3).float() * 2.0 + torch.randn(600, 3, generator=g)
+    logits[:, 2] -= 1.5  # class 2 under-predicted
+    test_labels = torch.arange(3).repeat_interleave(100)
+    test_logits = F.one_hot(test_labels, 3).float() * 2.0 + torch.randn(300, 3, generator=g)
+    test_logits[:, 2] -= 1.5
+    raw, calibrated = calibration_sweep((logits, labels), (test_logits, test_labels), (0.0, 1.0))
+    assert raw["bias"] == [0.0, 0.0, 0.0] and torch.equal(raw["test_pred"], test_logits.argmax(dim=1))
+    assert calibrated["select"]["worst_tpr"] > raw["select"]["worst_tpr"] + 0.1
+    assert calibrated["test"]["worst_tpr"] > raw["test"]["worst_tpr"]  # the biases carry over to unseen data
