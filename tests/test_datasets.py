@@ -97,7 +97,7 @@ def test_cifar_pickle_format(tmp_path, name, n_classes, n_train):
 def test_cifar_end_to_end_split(tmp_path):
     write_fake_cifar(tmp_path, "cifar10", n_per_file=40)
     data = build_data(DataConfig(name="cifar10", root=str(tmp_path), heldout_fraction=0.25), seed=0)
-    assert len(data.heldout) == 10 * 5 and data.in_channels == 3 and data.image_size == 32
+    assert len(data.heldout) + len(data.select) == 10 * 5 and data.in_channels == 3 and data.image_size == 32
 
 
 def test_cifar_missing(tmp_path):
@@ -126,6 +126,6 @@ def test_cifar10_lt100_config_runs_on_cifar_format_files(tmp_path):
     trainer = Trainer(cfg, build_data(cfg.data, 0))
     # 6 held-out per class first, then n_c = 24 * 100^(-c/9) on the rest: 24, 14, 8, ..., 1 (never 0)
     assert trainer.train_counts.tolist() == [24, 14, 8, 5, 3, 1, 1, 1, 1, 1]
-    assert len(trainer.data.heldout) == 60
+    assert len(trainer.data.heldout) == len(trainer.data.select) == 30
     summary = trainer.fit()
     assert summary["epochs"] == 2 and len(summary["test"]["tpr"]) == 10

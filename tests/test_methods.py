@@ -64,7 +64,7 @@ def test_cli_merges_configs_and_eval_applies_the_posthoc_biases(tmp_path, capsys
             str(ROOT / "configs" / "methods" / "posthoc_equalise.yaml"), *QUICK_LT, "--quiet", "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "post-hoc equalise: biases" in text and "post-hoc test" in text
+    assert "post-hoc equalise (fitted on select): biases" in text and "test, post-hoc equalise" in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["posthoc"]["method"] == "equalise" and len(summary["posthoc"]["bias"]) == 4
     for flags, block in ((["--split", "heldout"], summary["posthoc"]["heldout"]), (["--raw"], summary["test"])):

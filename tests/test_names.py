@@ -52,10 +52,12 @@ def test_build_is_deterministic_for_a_seed_and_balanced(fake_names):
 
 def test_no_full_name_occurs_twice_across_classes_or_splits(fake_names):
     data = build_data(DataConfig(name="names", names=SMALL, heldout_fraction=0.2), 0)
-    splits = {s: decode(getattr(data, s).x, data.alphabet) for s in ("train", "heldout", "test")}
+    splits = {s: decode(split.x, data.alphabet) for s, split in data.splits().items()}
+    assert set(splits) == {"train", "heldout", "select", "test"}
     every = [n for names in splits.values() for n in names]
     assert len(every) == len(set(every)) == 4 * 110, "a full name in two splits (or two classes) is a leak"
-    assert torch.bincount(data.heldout.y).tolist() == [16] * 4  # carved from training data, balanced
+    # held-out is carved from training data, balanced: 16 per class, half control and half select
+    assert torch.bincount(data.heldout.y).tolist() == torch.bincount(data.select.y).tolist() == [8] * 4
     assert data.is_text and data.in_channels == len(data.alphabet) + 1
 
 
@@ -257,7 +259,7 @@ def test_real_package_small_slice_end_to_end(tmp_path):
     data = build_data(DataConfig(name="names", root=str(root), heldout_fraction=0.2,
                                  names=NamesConfig(per_class=30, test_per_class=10)), 0)
     assert data.num_classes == 12 and "Russian Federation (RU)" in data.class_names
-    every = [n for s in ("train", "heldout", "test") for n in decode(getattr(data, s).x, data.alphabet)]
+    every = [n for split in data.splits().values() for n in decode(split.x, data.alphabet)]
     assert len(every) == len(set(every)) == 12 * 40
     assert all(clean_name(n) == n for n in every)
     out = tmp_path / "run"
