@@ -5,6 +5,7 @@ Layout::
     config.yaml      the fully resolved RunConfig (every field)
     metrics.jsonl    one JSON line per completed epoch
     checkpoint.pt    trainer state after the last completed epoch (written atomically)
+    model.pt         the shipped model: weights, input normalisation, calibration biases (adaptive_lb/export.py)
     summary.json     final held-out and test metrics, written when the run finishes
 
 The checkpoint is written after the metrics line, so after a crash ``metrics.jsonl`` may hold one epoch
@@ -259,4 +260,10 @@ class RunDirWriter(Callback):
         self.run.save_checkpoint(trainer.state_dict())
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
-        self.run.write_summary({**summary, "config": str(self.run.path / CONFIG)})
+        from adaptive_lb.export import MODEL, model_state
+
+        bias = summary.get("posthoc", {}).get("bias")
+        model = getattr(trainer, "eval_model", trainer.model)  # the model that was evaluated and reported
+        state = model_state(model, trainer.cfg.model, trainer.data, bias)
+        atomic_write(self.run.path / MODEL, lambda fh: torch.save(state, fh))
+        self.run.write_summary({**summary, "config": str(self.run.path / CONFIG)})  # last: it marks "finished"

@@ -23,7 +23,8 @@ def test_train_and_eval_on_a_fashion_mnist_subset(tmp_path, fmnist_available):
     # an override after the options is accepted too
     res = run_cli("train", FMNIST, *QUICK_FMNIST, "--out", str(out), "train.epochs=2", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "plots"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "model.pt",
+                                         "summary.json", "plots"}
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]

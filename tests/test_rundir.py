@@ -9,6 +9,7 @@ import json
 import os
 import stat
 
+import pytest
 import torch
 from conftest import ROOT
 from test_datasets import write_fake_fashion_mnist
@@ -200,3 +201,21 @@ def test_resume_takes_machine_settings_and_refuses_experiment_changes(tmp_path, 
     assert "bit-for-bit" in err[0]
     assert "threads: 2" in (out / "config.yaml").read_text(), "config.yaml records the settings it went on with"
     assert [r["epoch"] for r in RunDir(out).read_metrics()] == [1, 2]
+
+
+def test_the_saved_model_applies_normalisation_and_calibration(tmp_path):
+    """model.pt alone (no dataset) reproduces the run's calibrated test predictions."""
+    from adaptive_lb.data import build_data
+    from adaptive_lb.export import load_model
+
+    out = _train(tmp_path, "run", "train.epochs=1", "posthoc.method=equalise", "--no-plots")
+    summary = json.loads((out / SUMMARY).read_text())
+    model, raw = load_model(out), load_model(out, calibrated=False)
+    assert model.bias.tolist() == pytest.approx(summary["posthoc"]["bias"]) and not raw.bias.any()
+    run = RunDir(out)
+    data = build_data(run.config().data, 0)
+    pred = model.predict(data.test.x)  # uint8 images straight from the dataset
+    tpr = [float((pred[data.test.y == c] == c).double().mean()) for c in range(6)]
+    assert tpr == pytest.approx(summary["posthoc"]["test"]["tpr"])
+    assert raw.predict(data.test.x.float() / 255).eq(data.test.y).double().mean().item() == pytest.approx(
+        summary["test"]["accuracy"])
