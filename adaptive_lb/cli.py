@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
     ev = sub.add_parser("eval", help="per-class report of a run")
     ev.add_argument("run_dir")
-    ev.add_argument("--split", choices=("test", "heldout", "train"), default="test")
+    ev.add_argument("--split", choices=("test", "heldout", "select", "train"), default="test")
     ev.add_argument("--raw", action="store_true", help="ignore the run's post-hoc biases")
     ev.add_argument("--json", action="store_true", help="print the report as JSON (machine-readable) instead")
     ev.add_argument("--predictions", metavar="FILE",
