@@ -219,7 +219,10 @@ def test_ctrl_c_keeps_the_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "run"
     proc = _train_paused_after(1, [SYNTH, "train.epochs=3", "--out", str(out), "--quiet"], tmp_path)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave the paused child behind, whatever failed
     assert proc.returncode == 130
     assert f"interrupted; checkpoint of epoch 1 kept; continue with: adaptive-lb train --resume {out}" in err
     assert "Traceback" not in err
