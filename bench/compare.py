@@ -112,16 +112,17 @@ def read_run(path: Path) -> dict:
     }
 
 
-def merge_stored(stored: dict, results: dict[str, list[dict]], order: list[str]) -> tuple[dict, dict]:
-    """``--merge``: the stored results of methods not re-run, then the new ones, in suite order; and the
-    superseded stored results (``{method: {"command", "results"}}``, older superseded entries kept)."""
+def merge_stored(stored: dict, results: dict[str, list[dict]], order: list[str], command: str) -> dict:
+    """``--merge``: the stored results of the methods not re-run, then the new ones, in suite order; each method's
+    source command; and the stored results that the new ones supersede (older superseded entries are kept)."""
     old = stored.get("results", {})
-    merged = {m: results.get(m, old.get(m)) for m in order if m in results or m in old}
+    sources = stored.get("sources") or {m: stored.get("command", "?") for m in old}
     superseded = dict(stored.get("superseded", {}))
     for m in results:
         if m in old:
-            superseded[m] = {"command": stored.get("command", ""), "results": old[m]}
-    return merged, superseded
+            superseded[m] = {"command": sources.get(m, "?"), "results": old[m]}
+    return {"results": {m: results.get(m, old.get(m)) for m in order if m in results or m in old},
+            "sources": {**sources, **dict.fromkeys(results, command)}, "superseded": superseded}
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -192,21 +193,28 @@ def main() -> None:
     for (method, _), path in zip(jobs, dirs, strict=True):
         results[method].append(read_run(path))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads 1 per run, {args.jobs} runs at a time"
-    command = " ".join(["python bench/compare.py", *sys.argv[1:]])
     out = ROOT / (args.out or f"bench/results/compare_{args.suite}")
+    write_outputs(out, args, results, machine, time.perf_counter() - start)
+
+
+def write_outputs(out: Path, args: argparse.Namespace, results: dict[str, list[dict]], machine: str,
+                  seconds: float) -> None:
+    """Write ``out``.json and .md (with ``--merge``: over the stored results too) and print the .md."""
+    methods, command = SUITES[args.suite], " ".join(["python bench/compare.py", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
     stored_path = out.with_suffix(".json")
     stored = json.loads(stored_path.read_text()) if args.merge and stored_path.is_file() else {}
-    superseded: dict = {}
-    if stored:
-        results, superseded = merge_stored(stored, results, list(methods))
-        machine = f"re-run: {machine}; other rows: {stored.get('machine', '?')} (`{stored.get('command', '?')}`)"
+    merged = merge_stored(stored, results, list(methods), command) if stored else {}
+    superseded = merged.get("superseded", {})
+    if merged:
+        results = merged["results"]
+        machine = f"{machine}; rows not re-run come from their own `sources` command ({stored.get('machine', '?')})"
     out.with_suffix(".json").write_text(json.dumps({
         "command": command, "machine": machine, "seeds": args.seeds, "methods": {m: methods[m] for m in results},
-        "results": results, **({"superseded": superseded} if superseded else {})}, indent=1))
+        "results": results, **({k: merged[k] for k in ("sources", "superseded")} if merged else {})}, indent=1))
     old_rows = {f"{m} (superseded)": v["results"] for m, v in superseded.items()}
     text = (f"# {TITLES[args.suite]}: method comparison\n\n`{command}`  \n{machine}; wall time "
-            f"{(time.perf_counter() - start) / 60:.1f} min (runs already present are reused).\n\n"
+            f"{seconds / 60:.1f} min (runs already present are reused).\n\n"
             f"Final test metrics, mean ± std over seeds {args.seeds}:\n\n{table({**results, **old_rows})}\n\n"
             f"Mean per-class test TPR:\n\n{per_class(results)}\n\n"
             f"TPR std per epoch, held-out / test, mean over seeds:\n\n{trajectories(results)}\n")
