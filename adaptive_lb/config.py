@@ -235,6 +235,11 @@ class LossConfig(Section):
     tau: float = knob(1.0, ge=0.0)     # logit_adjusted: tau * log(prior) added to the training logits
     # (balanced_softmax is tau = 1)
     scale: float = knob(1.0, gt=0.0)   # s: training logits are multiplied by s (LDAM with a cosine head: 30)
+    # how the weighted per-sample losses w[y_i] * l_i become the batch loss: mean = mean_i(w[y_i] l_i) (with
+    # mean-one class weights, a balanced run's step size; on rho = 100 data the average w[y] is ~0.16, so 6x
+    # smaller steps); weighted_mean = sum_i(w[y_i] l_i) / sum_i(w[y_i]), as F.cross_entropy(weight=w) and the
+    # LDAM-DRW code (configs/methods/*.yaml say which form each published method used)
+    reduction: str = knob("mean", choices=("mean", "weighted_mean"))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ trainer applies the action to the next epoch. Registered by name in ``CONTROLLER
 - ``cdb``: class-wise difficulty-balanced weights ``(1 - tpr)^tau`` recomputed every epoch, undamped;
 - ``damped``: ours, a damped, bounded update of three actuators from the held-out TPR gap
   ``e_c = (mean(tpr) - tpr_c) / gap_scale`` (positive for hard classes):
-  ``log w <- (1-a) log w + a (log W(tpr) + k_i * sum(e))``, bounded to ``[w_min, w_max]`` with mean 1;
+  ``log w <- (1-a) log w + a (log W*(tpr) + k_i * sum(e))``, bounded to ``[w_min, w_max]`` with mean 1, where
+  ``W*`` is ``W(tpr)`` scaled to mean 1, then bounded (the same ``bounded_mean_one`` as two_pass);
   ``aug_c <- clip(aug_c + a * g * e_c, 0, 1)``;
   ``margin <- clip((1-a) margin - a k_m (e + k_i sum(e)), +-margin_max)`` (centred: only differences matter).
 """
@@ -158,7 +159,9 @@ class DampedController:
             return self._action()
         gap = (tpr.mean() - tpr) / c.gap_scale  # (C,) > 0 for classes below the mean
         self.integral = (self.integral + gap).clamp(-self.integral_max, self.integral_max)
-        target = TPR_WEIGHTS[c.weight_fn](tpr, c.exponent).clamp(c.w_min, c.w_max).log()
+        # the target is normalised to mean 1 before it is bounded: clamping raw (1 - tpr)^tau (~0.05-0.25) to
+        # [w_min, w_max] first gave every class above TPR 1 - w_min the same weight
+        target = bounded_mean_one(TPR_WEIGHTS[c.weight_fn](tpr, c.exponent), c.w_min, c.w_max).log()
         log_w = (1 - c.damping) * self.log_w + c.damping * (target + c.integral_gain * self.integral)
         self.log_w = bounded_mean_one(log_w.clamp(-50, 50).exp(), c.w_min, c.w_max).log()
         self.aug = (self.aug + c.damping * c.aug_gain * gap).clamp(0, 1)

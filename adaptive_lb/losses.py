@@ -9,8 +9,8 @@
 - ``logit_adjusted``: CE on ``logits + tau * log(prior)`` (Menon et al., ICLR 2021); ``balanced_softmax``
   is tau = 1 (Ren et al., NeurIPS 2020).
 
-Every loss multiplies the (adjusted) logits by ``cfg.scale`` first. The offsets only shape training:
-predictions use the raw logits.
+Every loss multiplies the (adjusted) logits by ``cfg.scale`` first and reduces the weighted per-sample losses
+with ``cfg.reduction`` (``REDUCTIONS``). The offsets only shape training: predictions use the raw logits.
 """
 
 from __future__ import annotations
@@ -26,24 +26,36 @@ Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def weighted_mean(per_sample: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-    """``mean_i(w[y_i] * loss_i)`` with weights ``(C,)`` of mean 1.
+    """``sum_i(w[y_i] * loss_i) / sum_i(w[y_i])``, what ``F.cross_entropy(weight=w)`` does.
 
-    Not ``F.cross_entropy(weight=w)``: that divides by the batch's sum of ``w[y]``, which cancels any
-    uniform scaling of the weights and drifts with the batch's class make-up.
+    Invariant to a uniform scaling of the weights; on long-tailed data the step stays that of an unweighted
+    batch, while ``mean`` shrinks with the batch's average weight.
     """
+    w = class_weights[targets]  # (B,)
+    return (w * per_sample).sum() / w.sum()
+
+
+def plain_mean(per_sample: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """``mean_i(w[y_i] * loss_i)``: with mean-one weights, the step of a balanced run."""
     return (class_weights[targets] * per_sample).mean()
 
 
-def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-    """``mean_i(w[y_i] * CE_i)`` for logits ``(B, C)``, targets ``(B,)``, weights ``(C,)`` with mean 1."""
-    return weighted_mean(F.cross_entropy(logits.float(), targets, reduction="none"), targets, class_weights)
+Reduction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+REDUCTIONS: dict[str, Reduction] = {"mean": plain_mean, "weighted_mean": weighted_mean}  # loss.reduction
+
+
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor,
+                           reduction: str = "mean") -> torch.Tensor:
+    """Class-weighted CE for logits ``(B, C)``, targets ``(B,)``, weights ``(C,)``, reduced by ``reduction``."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    return REDUCTIONS[reduction](ce, targets, class_weights)
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor,
-               gamma: float) -> torch.Tensor:
-    """``mean_i(w[y_i] * (1 - p_t)^gamma * CE_i)``; gamma = 0 gives exactly weighted CE."""
+               gamma: float, reduction: str = "mean") -> torch.Tensor:
+    """``w[y_i] * (1 - p_t)^gamma * CE_i`` reduced by ``reduction``; gamma = 0 gives exactly weighted CE."""
     ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,) = -log p_t
-    return weighted_mean((1 - torch.exp(-ce)).clamp_min(0) ** gamma * ce, targets, class_weights)
+    return REDUCTIONS[reduction]((1 - torch.exp(-ce)).clamp_min(0) ** gamma * ce, targets, class_weights)
 
 
 def ldam_margins(counts: torch.Tensor, max_m: float) -> torch.Tensor:
@@ -60,18 +72,18 @@ def log_prior(counts: torch.Tensor) -> torch.Tensor:
 
 def create_loss(cfg: LossConfig, train_counts: torch.Tensor) -> Loss:
     """The loss ``cfg.name`` for training class counts ``(C,)``; constants go to the logits' device lazily."""
-    s = cfg.scale
+    s, r = cfg.scale, cfg.reduction
     if cfg.name == "focal":
-        return lambda z, y, w: focal_loss(s * z, y, w, cfg.gamma)
+        return lambda z, y, w: focal_loss(s * z, y, w, cfg.gamma, r)
     if cfg.name == "ldam":
         margins = ldam_margins(train_counts, cfg.max_m)  # (C,)
 
         def ldam(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             shift = F.one_hot(y, z.shape[1]) * margins.to(z.device)  # (B, C): m_y on the true class only
-            return weighted_cross_entropy(s * (z.float() - shift), y, w)
+            return weighted_cross_entropy(s * (z.float() - shift), y, w, r)
         return ldam
     if cfg.name in ("logit_adjusted", "balanced_softmax"):
         tau = 1.0 if cfg.name == "balanced_softmax" else cfg.tau
         offset = tau * log_prior(train_counts)  # (C,)
-        return lambda z, y, w: weighted_cross_entropy(s * (z.float() + offset.to(z.device)), y, w)
-    return lambda z, y, w: weighted_cross_entropy(s * z, y, w)
+        return lambda z, y, w: weighted_cross_entropy(s * (z.float() + offset.to(z.device)), y, w, r)
+    return lambda z, y, w: weighted_cross_entropy(s * z, y, w, r)

@@ -177,8 +177,9 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training part; returns (mean loss, images). Syncs only every ``log_every``."""
-        torch.manual_seed(epoch_seed(self.cfg.train.seed, epoch))
-        gen = torch.Generator().manual_seed(epoch_seed(self.cfg.train.seed, epoch))
+        seed = epoch_seed(self.cfg.train.seed, epoch % self.cfg.train.epochs)  # two_pass: pass 2 replays pass 1's
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
         self.model.train()
         w, margin = self.action.class_weights, self.action.logit_margin  # (C,), (C,)
         loss_sum = torch.zeros((), device=self.device)

@@ -12,6 +12,8 @@ benchmark continues where it stopped. Post-hoc methods are scored with their pos
     .venv/bin/python bench/compare.py --suite names --seeds 0 1 2 --jobs 1
 
 Writes ``bench/results/compare_<suite>.json`` (every run's numbers and per-epoch trajectories) and ``.md``.
+``--merge`` re-runs only ``--methods`` and keeps the other methods' stored results; the rows it replaces stay
+in the JSON (``superseded``) and at the foot of the table, marked as such.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ SUITES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     },
     "fashion_mnist_lt100": {
         **{m: (["configs/fashion_mnist_lt100.yaml", f"configs/methods/{m}.yaml"], []) for m in LT_METHODS},
+        # class-balanced weights reduced as LDAM-DRW's code re-implements that baseline (F.cross_entropy(weight=w));
+        # the effective_number overlay keeps the CB authors' own mean(w_y l)
+        "effective_number_wmean": (["configs/fashion_mnist_lt100.yaml", "configs/methods/effective_number.yaml"],
+                                   ["loss.reduction=weighted_mean"]),
         # the same ERM model, biases chosen for accuracy first: the post-hoc accuracy/evenness trade-off
         "posthoc_equalise_sw0.5": (["configs/fashion_mnist_lt100.yaml", "configs/methods/posthoc_equalise.yaml"],
                                    ["posthoc.spread_weight=0.5"]),
@@ -112,6 +118,19 @@ def read_run(path: Path, calibrated: bool) -> dict:
     }
 
 
+def merge_stored(stored: dict, results: dict[str, list[dict]], order: list[str], command: str) -> dict:
+    """``--merge``: the stored results of the methods not re-run, then the new ones, in suite order; each method's
+    source command; and the stored results that the new ones supersede (older superseded entries are kept)."""
+    old = stored.get("results", {})
+    sources = stored.get("sources") or {m: stored.get("command", "?") for m in old}
+    superseded = dict(stored.get("superseded", {}))
+    for m in results:
+        if m in old:
+            superseded[m] = {"command": sources.get(m, "?"), "results": old[m]}
+    return {"results": {m: results.get(m, old.get(m)) for m in order if m in results or m in old},
+            "sources": {**sources, **dict.fromkeys(results, command)}, "superseded": superseded}
+
+
 def table(results: dict[str, list[dict]]) -> str:
     """Markdown table of mean +- std over seeds of the final test metrics."""
     lines = ["| method | seeds | test accuracy | balanced acc. | TPR std | worst-class TPR | worst class | "
@@ -162,6 +181,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one CPU thread)")
     parser.add_argument("--runs", help="folder for the run dirs (default runs/bench_<suite>)")
     parser.add_argument("--out", help="output stem (default bench/results/compare_<suite>)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the stored results of the methods not re-run (see the module docstring)")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.epochs=2")
     args = parser.parse_args()
     methods = SUITES[args.suite]
@@ -178,20 +199,33 @@ def main() -> None:
     for (method, _), path in zip(jobs, dirs, strict=True):
         results[method].append(read_run(path, calibrated=method.startswith("posthoc")))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads 1 per run, {args.jobs} runs at a time"
-    command = " ".join(["python bench/compare.py", *sys.argv[1:]])
     out = ROOT / (args.out or f"bench/results/compare_{args.suite}")
+    write_outputs(out, args, results, machine, time.perf_counter() - start)
+
+
+def write_outputs(out: Path, args: argparse.Namespace, results: dict[str, list[dict]], machine: str,
+                  seconds: float) -> None:
+    """Write ``out``.json and .md (with ``--merge``: over the stored results too) and print the .md."""
+    methods, command = SUITES[args.suite], " ".join(["python bench/compare.py", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "seeds": args.seeds,
-                                                    "methods": {m: methods[m] for m in args.methods},
-                                                    "results": results}, indent=1))
+    stored_path = out.with_suffix(".json")
+    stored = json.loads(stored_path.read_text()) if args.merge and stored_path.is_file() else {}
+    merged = merge_stored(stored, results, list(methods), command) if stored else {}
+    superseded = merged.get("superseded", {})
+    if merged:
+        results = merged["results"]
+        machine = f"{machine}; rows not re-run come from their own `sources` command ({stored.get('machine', '?')})"
+    out.with_suffix(".json").write_text(json.dumps({
+        "command": command, "machine": machine, "seeds": args.seeds, "methods": {m: methods[m] for m in results},
+        "results": results, **({k: merged[k] for k in ("sources", "superseded")} if merged else {})}, indent=1))
+    old_rows = {f"{m} (superseded)": v["results"] for m, v in superseded.items()}
     text = (f"# {TITLES[args.suite]}: method comparison\n\n`{command}`  \n{machine}; wall time "
-            f"{(time.perf_counter() - start) / 60:.1f} min (runs already present are reused).\n\n"
-            f"Final test metrics, mean ± std over seeds {args.seeds}:\n\n{table(results)}\n\n"
+            f"{seconds / 60:.1f} min (runs already present are reused).\n\n"
+            f"Final test metrics, mean ± std over seeds {args.seeds}:\n\n{table({**results, **old_rows})}\n\n"
             f"Mean per-class test TPR:\n\n{per_class(results)}\n\n"
             f"TPR std per epoch, held-out / test, mean over seeds:\n\n{trajectories(results)}\n")
     out.with_suffix(".md").write_text(text)
     print(text)
-
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from adaptive_lb.controllers import create_controller
 from adaptive_lb.data.build import Split
 from adaptive_lb.data.loader import BatchLoader
 from adaptive_lb.data.samplers import SAMPLERS, check_sampler, epoch_indices, epoch_size
-from adaptive_lb.errors import DataError
+from adaptive_lb.errors import ConfigError, DataError
 from adaptive_lb.losses import create_loss, focal_loss, ldam_margins, weighted_cross_entropy
 from adaptive_lb.metrics import EmptyClassError, Measurement, confusion_matrix, per_class_recall, per_class_tpr
 from adaptive_lb.posthoc import _recall_moving_one, equalising_biases, logit_adjust_biases
@@ -91,6 +91,40 @@ def test_every_loss_is_weighted_per_sample_and_differentiable(name):
     with torch.no_grad():
         parts = [loss(z[i:i + 1], y[i:i + 1], w).item() for i in range(12)]
         assert loss(z, y, w).item() == pytest.approx(sum(parts) / 12, rel=1e-5)
+
+
+def test_reductions_hand_values():
+    # zero logits over 2 classes: every CE is log 2; weights [3, 1], targets [0, 1]:
+    # mean = (3 log 2 + log 2) / 2 = 2 log 2; weighted_mean = (3 log 2 + log 2) / (3 + 1) = log 2
+    z, y, w = torch.zeros(2, 2), torch.tensor([0, 1]), torch.tensor([3.0, 1.0])
+    assert float(weighted_cross_entropy(z, y, w, "mean")) == pytest.approx(2 * math.log(2))
+    assert float(weighted_cross_entropy(z, y, w, "weighted_mean")) == pytest.approx(math.log(2))
+
+
+def test_weighted_mean_is_cross_entropy_with_weight():
+    g = torch.Generator().manual_seed(3)
+    z, y, w = torch.randn(32, 5, generator=g), torch.randint(5, (32,), generator=g), torch.rand(5, generator=g) + 0.1
+    ce = create_loss(LossConfig(name="ce", reduction="weighted_mean"), torch.ones(5))
+    assert float(ce(z, y, w)) == pytest.approx(float(F.cross_entropy(z, y, weight=w)), rel=1e-6)
+    counts = torch.tensor([1000, 300, 100, 30, 10])  # LDAM as kaidic/LDAM-DRW: F.cross_entropy(s * z_m, y, weight=w)
+    ldam = create_loss(LossConfig(name="ldam", max_m=0.5, scale=30.0, reduction="weighted_mean"), counts)
+    z_m = z - F.one_hot(y, 5) * ldam_margins(counts, 0.5)
+    assert float(ldam(z, y, w)) == pytest.approx(float(F.cross_entropy(30 * z_m, y, weight=w)), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_takes_either_reduction(name):
+    """weighted_mean = mean * B / sum_i w[y_i], and ignores a uniform scale of the weights; mean does not."""
+    g = torch.Generator().manual_seed(2)
+    counts = torch.tensor([500, 50, 5])
+    z, y, w = torch.randn(12, 3, generator=g), torch.randint(3, (12,), generator=g), torch.tensor([0.2, 1.0, 1.8])
+    mean, wmean = (create_loss(LossConfig(name=name, gamma=2.0, reduction=r), counts)
+                   for r in ("mean", "weighted_mean"))
+    assert float(wmean(z, y, w)) == pytest.approx(float(mean(z, y, w)) * 12 / float(w[y].sum()), rel=1e-5)
+    assert float(wmean(z, y, 4 * w)) == pytest.approx(float(wmean(z, y, w)), rel=1e-5)
+    assert float(mean(z, y, 4 * w)) == pytest.approx(4 * float(mean(z, y, w)), rel=1e-5)
+    with pytest.raises(ConfigError, match="loss.reduction"):
+        LossConfig(name=name, reduction="sum")
 
 
 def test_scale_multiplies_the_training_logits():

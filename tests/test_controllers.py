@@ -1,9 +1,10 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
-from adaptive_lb.config import ControllerConfig
+from adaptive_lb.config import ControllerConfig, load_config
 from adaptive_lb.controllers import CONTROLLERS, ControlAction, create_controller
 from adaptive_lb.errors import ConfigError, DataError
 from adaptive_lb.metrics import Measurement
@@ -158,3 +159,45 @@ def test_cdb_is_undamped_and_weights_only():
     target = 1 - HARD_LAST.double()
     assert torch.allclose(a.class_weights.double(), target / target.mean(), atol=1e-6)
     assert not a.aug_intensity.any() and not a.logit_margin.any()
+
+
+# ---------------------------------------------------------------------------------- targets at the shipped bounds
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = load_config(ROOT / "configs/fashion_mnist_cdb.yaml").controller  # w_min 0.2, w_max 5, as every shipped config
+UNDAMPED_CDB = {"cdb": {}, "damped": dict(weight_fn="cdb", damping=1.0, integral_gain=0.0),
+                "two_pass": dict(weight_fn="cdb")}  # two_pass acts on the last epoch of its first pass
+
+
+def first_weights(name: str, tpr: torch.Tensor, **kw) -> torch.Tensor:
+    """The weights a controller with the shipped bounds sets from its first (decisive) measurement."""
+    cfg = dataclasses.replace(SHIPPED, name=name, warmup_epochs=0, aug_gain=0.0, margin_gain=0.0, **kw)
+    ctl = create_controller(cfg, TRAIN_COUNTS, EPOCHS)
+    return ctl.update(EPOCHS - 1 if name == "two_pass" else 0, tpr, COUNTS).class_weights.double()
+
+
+@pytest.mark.parametrize("name", sorted(UNDAMPED_CDB))
+def test_cdb_weights_are_normalised_before_the_bounds(name):
+    """Issue 15: (1 - tpr) = [0.05, 0.1, 0.15, 0.5], mean 0.2 -> [0.25, 0.5, 0.75, 2.5], inside [0.2, 5]. Clamping
+    the raw values to [0.2, 5] first flattened the three easy classes to one weight: [0.73, 0.73, 0.73, 1.82]."""
+    assert (SHIPPED.w_min, SHIPPED.w_max) == (0.2, 5.0)
+    w = first_weights(name, torch.tensor([0.95, 0.90, 0.85, 0.50]), exponent=1.0, **UNDAMPED_CDB[name])
+    assert w.tolist() == pytest.approx([0.25, 0.50, 0.75, 2.50], abs=1e-6)
+
+
+def test_damped_power_ratio_hand_values_at_the_shipped_bounds():
+    # TPR [0.9, 0.9, 0.8, 0.6], mean 0.8: (0.8/tpr)^2 = [64/81, 64/81, 1, 16/9], mean 1.089506 ->
+    # target [0.725212, 0.725212, 0.917847, 1.631728]; damping 0.5 from w = 1 takes its square root,
+    # [0.851594, 0.851594, 0.958043, 1.277391], mean 0.984656 -> [0.864865, 0.864865, 0.972973, 1.297297]
+    w = first_weights("damped", HARD_LAST, weight_fn="power_ratio", exponent=2.0, damping=0.5, integral_gain=0.0)
+    assert w.tolist() == pytest.approx([0.864865, 0.864865, 0.972973, 1.297297], abs=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(UNDAMPED_CDB))
+def test_bounds_that_bite_keep_the_order_and_mean_one(name):
+    # 1 - tpr = [0.05, 0.1, 0.4, 0.99], mean 0.385: class 0 falls below w_min = 0.2 and is held there; the rest
+    # share the remaining 3.8 in proportion: c = 3.8 / 1.49 -> [0.2, 0.255034, 1.020134, 2.524832]
+    # (clamping the raw values first gave classes 0 and 1 the same weight)
+    w = first_weights(name, torch.tensor([0.95, 0.90, 0.60, 0.01]), exponent=1.0, **UNDAMPED_CDB[name])
+    assert w.tolist() == pytest.approx([0.2, 0.255034, 1.020134, 2.524832], abs=1e-5)
+    assert w.tolist() == sorted(w.tolist()) and len(set(w.tolist())) == C
+    assert float(w.mean()) == pytest.approx(1.0) and w.min() >= SHIPPED.w_min - 1e-9 and w.max() <= SHIPPED.w_max

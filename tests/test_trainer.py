@@ -145,6 +145,25 @@ def test_two_pass_trains_two_fresh_models_and_records_both(make_config):
     assert again["test"] == first["test"]
 
 
+class Records(Callback):
+    def __init__(self):
+        self.records = []
+
+    def on_epoch_end(self, trainer, record):
+        self.records.append({k: v for k, v in record.items() if k not in (*TIMING, "epoch", "pass")})
+
+
+def test_two_pass_second_pass_replays_the_first_pass_when_its_weights_are_equal(make_config):
+    """power_ratio with p = 0 gives pass 2 unit weights: it must then be pass 1 again, epoch by epoch (same
+    initialisation, same epoch seeds), so that the weights are the only difference between the passes."""
+    cfg = make_config(controller={"name": "two_pass", "exponent": 0.0}, train={"epochs": 2})
+    rec = Records()
+    summary = Trainer(cfg, build_data(cfg.data, 0), [rec]).fit()
+    assert len(rec.records) == 4 and rec.records[2]["class_weights"] == [1.0] * 4
+    assert rec.records[2:] == rec.records[:2]
+    assert summary["test"] == summary["earlier_passes"][0]["test"]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, make_config):
     cfg = make_config()
     run = RunDir.create(tmp_path / "run", cfg)
