@@ -24,6 +24,7 @@ from adaptive_lb.data import BatchLoader, DataBundle
 from adaptive_lb.data.build import fingerprint_mismatch
 from adaptive_lb.data.samplers import check_sampler
 from adaptive_lb.data.splits import class_counts
+from adaptive_lb.ema import ModelEma
 from adaptive_lb.errors import ConfigError, NonFiniteLossError, RunDirError
 from adaptive_lb.losses import create_loss
 from adaptive_lb.metrics import Measurement, confusion_matrix, summarize
@@ -87,6 +88,7 @@ class Trainer:
         self.action = self._on_device(self.controller.initial())
         self._fresh_model()
         self.epoch = 0             # completed epochs, over all passes
+        self._ema_s = 0.0          # seconds of EMA updates in the current epoch
         self.last_record: dict = {}  # metrics of the last completed epoch
         self.last_confusion: dict = {}  # its held-out and test confusion matrices, cm[true][predicted]
         self.pass_summaries: list[dict] = []  # final metrics of each finished pass but the last
@@ -111,6 +113,13 @@ class Trainer:
         self.optimizer = create_optimizer(self.cfg.optim, self.model)
         self.scheduler = create_scheduler(self.cfg.optim, self.optimizer, self.cfg.train.epochs,
                                           len(self.train_loader))
+        t = self.cfg.train
+        self.ema = ModelEma(self.model, t.ema_decay, t.ema_warmup) if t.ema_decay else None  # fresh per pass
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model that is evaluated, read by the controller, fitted post hoc and reported: the EMA when on."""
+        return self.ema.module if self.ema is not None else self.model
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -151,10 +160,12 @@ class Trainer:
         self.action = self._on_device(self.controller.update(epoch, measured))
         t3 = time.perf_counter()
         every = self.cfg.train.test_every
-        if (epoch + 1) % per_pass == 0 or (every and (epoch + 1) % every == 0):
+        with_test = (epoch + 1) % per_pass == 0 or bool(every and (epoch + 1) % every == 0)
+        if with_test:  # else skipped (train.test_every): the test split is reported only
             cms["test"] = self.confusion("test")
-        # else skipped (train.test_every): the test split is reported only, never used for a decision
         t4 = time.perf_counter()
+        raw = self._raw_metrics(with_test) if self.ema is not None else None
+        t5 = time.perf_counter()
         self.epoch += 1
         self.last_confusion = {"test": None, **{split: cm.tolist() for split, cm in cms.items()}}  # (C, C) each
         blocks = {split: self._block(cm, split) for split, cm in cms.items()}
@@ -165,15 +176,28 @@ class Trainer:
             "test": blocks.get("test"),
             "class_weights": applied.class_weights.tolist(), "aug_intensity": applied.aug_intensity.tolist(),
             "logit_margin": applied.logit_margin.tolist(),
-            "time_s": {"train": t1 - t0, "heldout_eval": t2 - t1, "control": t3 - t2, "test_eval": t4 - t3},
+            # disjoint phases that add up to the epoch ("ema" and "raw_eval" only with EMA on)
+            "time_s": {"train": t1 - t0 - self._ema_s, "heldout_eval": t2 - t1, "control": t3 - t2,
+                       "test_eval": t4 - t3},
             "train_images_per_s": images / max(t1 - t0, 1e-9),
         }
+        if raw is not None:  # EMA on: the numbers above are the EMA model's, these the live model's
+            self.last_record["raw"] = raw
+            self.last_record["time_s"].update(ema=self._ema_s, raw_eval=t5 - t4)
         return self.last_record
 
     def _block(self, cm: torch.Tensor, split: str) -> dict:
         """The headline metrics (``SUMMARY_KEYS``) of one split's ``(C, C)`` confusion matrix."""
         full = summarize(cm, self.data.class_names, "held-out (control)" if split == "heldout" else split)
         return {k: v for k, v in full.items() if k in SUMMARY_KEYS}
+
+    def _raw_metrics(self, with_test: bool) -> dict:
+        """Held-out, select (and test) metrics of the live model, kept beside the EMA model's (reported only)."""
+        splits = [s for s in ("heldout", "select", "test") if s in self.eval_loaders and (s != "test" or with_test)]
+        out: dict = {"test": None}
+        for split in splits:
+            out[split] = self._block(self.confusion(split, model=self.model), split)
+        return out
 
     def train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training part; returns (mean loss, images). Syncs only every ``log_every``."""
@@ -185,6 +209,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         images, log_every = 0, self.cfg.train.log_every
         last = len(self.train_loader) - 1
+        self._ema_s = 0.0  # seconds spent in EMA updates this epoch (launch time only on an async device)
         for i, (xb, yb) in enumerate(self.train_loader.batches(gen, self.action.aug_intensity)):
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
@@ -193,6 +218,10 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                t_ema = time.perf_counter()
+                self.ema.update(self.model)
+                self._ema_s += time.perf_counter() - t_ema
             loss_sum += loss.detach() * len(yb)
             images += len(yb)
             for cb in self.callbacks:
@@ -206,15 +235,16 @@ class Trainer:
         return mean_loss, images
 
     @torch.no_grad()
-    def confusion(self, split: str, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``(C, C)`` confusion matrix of the current model on split ``train``, ``heldout`` or ``test``.
+    def confusion(self, split: str, bias: torch.Tensor | None = None,
+                  model: torch.nn.Module | None = None) -> torch.Tensor:
+        """``(C, C)`` confusion matrix of ``model`` (default: ``eval_model``) on ``train``, ``heldout`` or ``test``.
 
         ``bias`` ``(C,)`` is added to the logits before the argmax (post-hoc corrections).
         """
         num = self.data.num_classes
         bias = torch.zeros(num, device=self.device) if bias is None else bias.to(self.device)
         cm = torch.zeros(num, num, dtype=torch.int64, device=self.device)
-        for logits, yb in self._eval_logits(split):
+        for logits, yb in self._eval_logits(split, model):
             cm += confusion_matrix(yb, (logits + bias).argmax(dim=1), num)
         return cm
 
@@ -229,8 +259,10 @@ class Trainer:
         pairs = list(self._eval_logits(split))
         return torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs])
 
-    def _eval_logits(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of float32 logits ``(B, C)`` and labels ``(B,)`` in eval mode, on the training device.
+    def _eval_logits(self, split: str, model: torch.nn.Module | None = None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of float32 logits ``(B, C)`` and labels ``(B,)`` of ``model`` (default ``eval_model``) in eval
+        mode, on the training device; the model's train/eval mode is restored afterwards.
 
         No autocast here even when training runs in bf16: bf16 logits (8 mantissa bits) tie often, and argmax
         sends ties to the lowest class index, a bias in exactly the per-class TPR the controller and the
@@ -238,12 +270,14 @@ class Trainer:
         """
         if split not in self.eval_loaders:
             raise ValueError(f"unknown split '{split}': use one of {', '.join(self.eval_loaders)}")
-        self.model.eval()
+        model = self.eval_model if model is None else model
+        was_training = model.training
+        model.eval()
         try:
             for xb, yb in self.eval_loaders[split].batches():
-                yield self.model(xb).float(), yb
+                yield model(xb).float(), yb
         finally:
-            self.model.train()
+            model.train(was_training)
 
     def posthoc(self) -> dict | None:
         """The configured post-hoc correction and its metrics on every evaluated split.
@@ -276,6 +310,8 @@ class Trainer:
                **({"select": rec["select"]} if "select" in rec else {}), "test": rec["test"],
                "confusion": self.last_confusion, "device": str(self.device),
                "splits": {name: len(split) for name, split in self.data.splits().items()}}
+        if "raw" in rec:
+            out["raw"] = rec["raw"]  # EMA on: the live model's final held-out, select and test metrics
         if self.pass_summaries:
             out["earlier_passes"] = self.pass_summaries
         posthoc = self.posthoc()
@@ -291,7 +327,8 @@ class Trainer:
                 "action": [t.cpu() for t in self.action], "last_record": self.last_record,
                 "last_confusion": self.last_confusion,
                 "pass_summaries": self.pass_summaries, "data": self.data_fingerprint,
-                "threads": torch.get_num_threads(), "device": str(self.device)}
+                "threads": torch.get_num_threads(), "device": str(self.device),
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``; refuses (``RunDirError``) a checkpoint made on other data or another model."""
@@ -305,6 +342,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.controller.load_state_dict(state["controller"])
+            if self.ema is not None:  # a checkpoint without an EMA cannot continue an EMA run exactly
+                self.ema.load_state_dict(state["ema"])
             self.action = self._on_device(ControlAction(*state["action"]))
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -99,6 +99,8 @@ LONG_TAIL = {"long_tail": "exp", "imbalance_ratio": 10.0}
     ({"data": {**LONG_TAIL, "sampler": "oversample_aug"}, "augment": {"backend": "albumentations", "workers": 0},
       "controller": {**LOOP, "aug_init": 0.2}, "loss": {"name": "focal"}}, 1),
     ({**NAMES_SECTIONS, "controller": LOOP}, 2),  # text: char_gru, character edits driven by the loop
+    ({"train": {"ema_decay": 0.9}, "controller": LOOP, "posthoc": {"method": "equalise", "sweeps": 2}}, 2),  # EMA
+    ({"train": {"ema_decay": 0.9}, "controller": {"name": "two_pass"}}, 3),  # a fresh EMA for the second pass
 ])
 def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, sections, stop, request):
     if sections.get("data", {}).get("name") == "names":
@@ -255,3 +257,69 @@ def test_a_negative_training_offset_raises_that_class_recall_at_prediction(make_
         recall[offset] = summary["test"]["tpr"]
     assert recall[-1.5][k] > recall[0.0][k] + 0.05
     assert all(recall[-1.5][c] <= recall[0.0][c] + 0.02 for c in range(4) if c != k)
+
+
+def test_with_ema_the_record_is_the_ema_models_and_raw_the_live_models(tmp_path, make_config):
+    """EMA on: held-out/test, the controller's input and the checkpoint are the EMA model's; ``raw`` the live one's."""
+    from adaptive_lb.metrics import summarize
+    from adaptive_lb.trainer import SUMMARY_KEYS
+
+    cfg = make_config(train={"epochs": 2, "ema_decay": 0.99}, controller=LOOP)
+    run = RunDir.create(tmp_path / "run", cfg)
+    trainer = Trainer(cfg, build_data(cfg.data, 0), [RunDirWriter(run)])
+    summary = trainer.fit()
+    rec, names = trainer.last_record, trainer.data.class_names
+
+    def block(model, split):
+        return {k: v for k, v in summarize(trainer.confusion(split, model=model), names, split).items()
+                if k in SUMMARY_KEYS}
+
+    assert trainer.eval_model is trainer.ema.module and trainer.model.training and not trainer.ema.module.training
+    assert rec["heldout"] == block(trainer.ema.module, "heldout") == summary["heldout"]
+    assert rec["raw"]["heldout"] == block(trainer.model, "heldout") == summary["raw"]["heldout"]
+    assert rec["raw"]["test"] == block(trainer.model, "test")
+    assert rec["heldout"] != rec["raw"]["heldout"]  # two different models were evaluated
+    assert {"ema", "raw_eval"} <= set(rec["time_s"])
+    state = run.load_checkpoint()
+    assert state["ema"]["updates"] == 2 * len(trainer.train_loader)
+    assert all(torch.equal(v, state["ema"]["module"][k]) for k, v in trainer.ema.module.state_dict().items())
+
+
+def test_without_ema_nothing_changes_in_the_record(make_config):
+    trainer = Trainer(make_config(train={"epochs": 1}), build_data(make_config().data, 0))
+    trainer.fit()
+    assert trainer.ema is None and trainer.eval_model is trainer.model
+    assert "raw" not in trainer.last_record and "ema" not in trainer.last_record["time_s"]
+
+
+def test_ema_model_swings_less_epoch_to_epoch_than_the_raw_one(make_config):
+    """High constant learning rate: the live model's held-out TPR jumps between epochs, the EMA's far less."""
+    data = {"synthetic": {"num_classes": 4, "per_class": 120, "image_size": 12, "noise": 0.2}}
+    cfg = make_config(train={"epochs": 12, "ema_decay": 0.95, "test_every": 0}, data=data,
+                      optim={"lr": 0.2, "schedule": "constant"})
+
+    class Keep(Callback):
+        def __init__(self):
+            self.records = []
+
+        def on_epoch_end(self, trainer, record):
+            self.records.append(record)
+
+    keep = Keep()
+    Trainer(cfg, build_data(cfg.data, 0), [keep]).fit()
+
+    def swing(blocks):  # mean |TPR_e - TPR_(e-1)| over classes and the last 6 epoch-to-epoch steps
+        tprs = torch.tensor([b["tpr"] for b in blocks[-7:]])  # (7, C)
+        return (tprs[1:] - tprs[:-1]).abs().mean().item()
+
+    ema, raw = swing([r["heldout"] for r in keep.records]), swing([r["raw"]["heldout"] for r in keep.records])
+    assert raw > 0.02, "the setting must make the raw model swing, or the test shows nothing"
+    assert ema < 0.6 * raw, (ema, raw)
+
+
+def test_two_pass_starts_a_fresh_ema_with_the_fresh_model(make_config):
+    cfg = make_config(controller={"name": "two_pass"}, train={"epochs": 2, "ema_decay": 0.9})
+    trainer = Trainer(cfg, build_data(cfg.data, 0))
+    first = trainer.ema
+    trainer.fit()
+    assert trainer.ema is not first and trainer.ema.updates == 2 * len(trainer.train_loader)  # pass 2's steps only
