@@ -312,6 +312,21 @@ class ControllerConfig(Section):
     aug_init: float = knob(0.0, ge=0.0, le=1.0)  # starting intensity of every class
     margin_gain: float = knob(0.0, ge=0.0)    # target logit offset per unit gap (hard classes: lower train logits)
     margin_max: float = knob(2.0, gt=0.0)     # |offset| bound, in logits
+    # actuators that change what the network learns (adaptive_lb/actuators.py), damped like the others:
+    weight_law: str = knob("damped", choices=("damped", "dro"))  # damped: log w -> log W(tpr) (weight_fn);
+    # dro: class-DRO, log q_c += dro_eta * (gap_c - dro_deadband)+, w = C((1-dro_floor) softmax(log q) + dro_floor/C)
+    dro_eta: float = knob(0.15, ge=0.0)       # dro: log-weight step per unit gap per epoch
+    dro_deadband: float = knob(0.0, ge=0.0)   # dro: gap (in gap_scale units) below which a class gains nothing
+    dro_floor: float = knob(0.3, ge=0.0, le=1.0)  # dro: uniform share of the weights (1 = ERM)
+    pair_gain: float = knob(0.0, ge=0.0)      # pairwise margin target per unit of symmetric confusion rate between
+    # two classes (logits); 0 = off. Added to the other class's logit for samples of one class, in training only
+    pair_deadband: float = knob(0.01, ge=0.0, lt=1.0)  # confusion rate below which a pair gets no margin
+    pair_max: float = knob(1.0, gt=0.0)       # cap on a pairwise margin, logits
+    aug_groups: str = knob("class", choices=("class", "cluster"))  # class: one intensity per class; cluster: one
+    # per confusion cluster (classes joined by held-out confusion), so augmentation cannot tell confused classes apart
+    cluster_threshold: float = knob(0.02, gt=0.0, lt=1.0)  # symmetric confusion rate that joins two classes
+    bias_gain: float = knob(0.0, ge=0.0)      # integral law: each epoch the training offsets move by -bias_gain x
+    # the control split's equalising biases (what calibration would add), bounded by margin_max; 0 = off
 
     def check_combinations(self) -> None:
         if any(w <= 0 for w in self.weights):

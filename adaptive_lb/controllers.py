@@ -16,6 +16,10 @@ trainer applies the action to the next epoch. Registered by name in ``CONTROLLER
   ``W*`` is ``W(tpr)`` scaled to mean 1, then bounded (the same ``bounded_mean_one`` as two_pass);
   ``aug_c <- clip(aug_c + a * g * e_c, 0, 1)``;
   ``margin <- clip((1-a) margin - a k_m (e + k_i sum(e)), +-margin_max)`` (centred: only differences matter).
+  Options that act on what the network learns (``adaptive_lb/actuators.py``): ``weight_law=dro`` (class-DRO
+  weights instead of ``W(tpr)``), ``pair_gain`` (damped, bounded pairwise margins between confused classes,
+  from the control split's confusion matrix), ``aug_groups=cluster`` (one intensity per confusion cluster) and
+  ``bias_gain`` (an integral law moving the control split's equalising biases into training offsets).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 
+from adaptive_lb.actuators import cluster_mean, confusion_clusters, dro_step, dro_weights, pair_margin_target
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.errors import ConfigError, DataError
 from adaptive_lb.metrics import Measurement
@@ -38,6 +43,8 @@ class ControlAction(NamedTuple):
     class_weights: torch.Tensor  # (C,) finite, > 0, mean 1
     aug_intensity: torch.Tensor  # (C,) in [0, 1]; 0 = no augmentation
     logit_margin: torch.Tensor   # (C,) added to training logits (negative = handicap); 0 when unused
+    pair_margin: torch.Tensor    # (C, C) symmetric, zero diagonal: row y is added to the training logits of a sample
+    # of class y (a margin between y and each class it is confused with); 0 when unused
 
 
 class Controller(Protocol):
@@ -54,7 +61,8 @@ class Controller(Protocol):
 
 def neutral_action(num_classes: int) -> ControlAction:
     """Unit weights, no augmentation, no margins: plain ERM."""
-    return ControlAction(torch.ones(num_classes), torch.zeros(num_classes), torch.zeros(num_classes))
+    return ControlAction(torch.ones(num_classes), torch.zeros(num_classes), torch.zeros(num_classes),
+                         torch.zeros(num_classes, num_classes))
 
 
 def check_measurement(m: Measurement, num_classes: int) -> torch.Tensor:
@@ -139,13 +147,18 @@ class DampedController:
     """The closed loop (see the module docstring); ``cdb`` is this with damping 1 and weights only."""
 
     passes = 1
+    STATE = ("log_w", "aug", "margin", "integral", "log_q", "pair", "bias_offset")
 
     def __init__(self, num_classes: int, cfg: ControllerConfig) -> None:
         self.cfg, self.num_classes = cfg, num_classes
-        self.log_w = torch.zeros(num_classes, dtype=torch.float64)     # (C,) log class weights
+        zeros = torch.zeros(num_classes, dtype=torch.float64)
+        self.log_w = zeros.clone()        # (C,) log class weights
         self.aug = torch.full((num_classes,), cfg.aug_init, dtype=torch.float64)  # (C,) intensities
-        self.margin = torch.zeros(num_classes, dtype=torch.float64)    # (C,) logit offsets
-        self.integral = torch.zeros(num_classes, dtype=torch.float64)  # (C,) accumulated normalised gap
+        self.margin = zeros.clone()       # (C,) logit offsets of the gap law
+        self.integral = zeros.clone()     # (C,) accumulated normalised gap
+        self.log_q = zeros.clone()        # (C,) class-DRO log distribution (weight_law=dro)
+        self.pair = torch.zeros(num_classes, num_classes, dtype=torch.float64)  # (C, C) pairwise margins
+        self.bias_offset = zeros.clone()  # (C,) integral of -bias_gain x equalising biases
         # anti-windup: past this the integral alone already pins a weight to its bound
         self.integral_max = math.log(cfg.w_max / cfg.w_min) / cfg.integral_gain if cfg.integral_gain else 0.0
 
@@ -159,35 +172,66 @@ class DampedController:
             return self._action()
         gap = (tpr.mean() - tpr) / c.gap_scale  # (C,) > 0 for classes below the mean
         self.integral = (self.integral + gap).clamp(-self.integral_max, self.integral_max)
+        self._update_weights(tpr, gap)
+        self._update_augmentation(gap, m)
+        self._update_offsets(gap, m)
+        return self._action()
+
+    def _update_weights(self, tpr: torch.Tensor, gap: torch.Tensor) -> None:
+        c = self.cfg
+        if c.weight_law == "dro":  # exponentiated gradient: its step size eta is the damping
+            self.log_q = dro_step(self.log_q, gap, c.dro_eta, c.dro_deadband)
+            self.log_w = bounded_mean_one(dro_weights(self.log_q, c.dro_floor), c.w_min, c.w_max).log()
+            return
         # the target is normalised to mean 1 before it is bounded: clamping raw (1 - tpr)^tau (~0.05-0.25) to
         # [w_min, w_max] first gave every class above TPR 1 - w_min the same weight
         target = bounded_mean_one(TPR_WEIGHTS[c.weight_fn](tpr, c.exponent), c.w_min, c.w_max).log()
         log_w = (1 - c.damping) * self.log_w + c.damping * (target + c.integral_gain * self.integral)
         self.log_w = bounded_mean_one(log_w.clamp(-50, 50).exp(), c.w_min, c.w_max).log()
-        self.aug = (self.aug + c.damping * c.aug_gain * gap).clamp(0, 1)
+
+    def _update_augmentation(self, gap: torch.Tensor, m: Measurement) -> None:
+        c = self.cfg
+        if not c.aug_gain:
+            return
+        if c.aug_groups == "cluster":  # one intensity per confusion cluster: no cue between confused classes
+            clusters = confusion_clusters(m.confusion, c.cluster_threshold)
+            self.aug = cluster_mean((self.aug + c.damping * c.aug_gain * cluster_mean(gap, clusters)).clamp(0, 1),
+                                    clusters)
+        else:
+            self.aug = (self.aug + c.damping * c.aug_gain * gap).clamp(0, 1)
+
+    def _update_offsets(self, gap: torch.Tensor, m: Measurement) -> None:
+        c = self.cfg
         # margins follow the same damped law as the weights, towards an offset proportional to the gap
         # (plus the integral): accumulating raw per-epoch gaps instead turned mid-training TPR swings into
         # +-1 logit offsets and collapsed whole classes (bench/README.md)
         m_target = -c.margin_gain * (gap + c.integral_gain * self.integral)
         margin = (1 - c.damping) * self.margin + c.damping * (m_target - m_target.mean())
         self.margin = margin.clamp(-c.margin_max, c.margin_max)
-        return self._action()
+        if c.bias_gain:  # push what calibration would add into training: b > 0 (boost) -> a negative offset
+            b = m.equalising_biases().double()
+            self.bias_offset = (self.bias_offset - c.bias_gain * (b - b.mean())).clamp(-c.margin_max, c.margin_max)
+        if c.pair_gain:
+            target = pair_margin_target(m.confusion, c.pair_gain, c.pair_deadband, c.pair_max)
+            self.pair = ((1 - c.damping) * self.pair + c.damping * target).clamp(0, c.pair_max)
 
     def _action(self) -> ControlAction:
-        return ControlAction(self.log_w.exp().float(), self.aug.float(), self.margin.float())
+        margin = (self.margin + self.bias_offset).clamp(-self.cfg.margin_max, self.cfg.margin_max)
+        return ControlAction(self.log_w.exp().float(), self.aug.float(), margin.float(), self.pair.float())
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k).clone() for k in ("log_w", "aug", "margin", "integral")}
+        return {k: getattr(self, k).clone() for k in self.STATE}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("log_w", "aug", "margin", "integral"):
+        for k in self.STATE:
             setattr(self, k, state[k].clone().double())
 
 
 def _cdb(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> DampedController:
     """The published CDB baseline: weights ``(1 - tpr)^tau`` every epoch, no damping, no other actuator."""
-    return DampedController(len(train_counts), dataclasses.replace(cfg, weight_fn="cdb", damping=1.0, integral_gain=0.0,
-                                                              aug_gain=0.0, margin_gain=0.0))
+    published = dataclasses.replace(cfg, weight_fn="cdb", weight_law="damped", damping=1.0, integral_gain=0.0,
+                                    aug_gain=0.0, margin_gain=0.0, pair_gain=0.0, bias_gain=0.0)
+    return DampedController(len(train_counts), published)
 
 
 CONTROLLERS = {

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -35,7 +36,7 @@ import torch
 
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig, apply_override, dump_config, from_dict, load_config, to_dict
-from adaptive_lb.errors import RunDirError, WriteError
+from adaptive_lb.errors import ConfigWarning, RunDirError, WriteError
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"
 # what Trainer.state_dict() writes and load_state_dict() needs ("data" and "threads" are checked when present)
@@ -111,7 +112,9 @@ def resume_config(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
             raise RunDirError(f"--resume cannot change {key}: it would change the experiment (only "
                               f"{' and '.join(RESUMABLE_KEYS)} may change); start a new run with --out instead")
         apply_override(raw, item)
-    return from_dict(RunConfig, raw)
+    with warnings.catch_warnings():  # shown when the run was created
+        warnings.simplefilter("ignore", ConfigWarning)
+        return from_dict(RunConfig, raw)
 
 
 def write_predictions(path: str | Path, labels: torch.Tensor, pred: torch.Tensor, logits: torch.Tensor,
@@ -176,7 +179,10 @@ class RunDir:
         return run
 
     def config(self) -> RunConfig:
-        return load_config(self.path / CONFIG)
+        """The run's saved config; its ConfigWarnings were shown when the run was created, not again here."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigWarning)
+            return load_config(self.path / CONFIG)
 
     def append_metrics(self, record: dict) -> None:
         """Append one epoch's line (flushed and fsynced: the checkpoint written next must not outlive it)."""

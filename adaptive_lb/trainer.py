@@ -38,6 +38,18 @@ SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "tpr", "tpr_std", "tpr_var", "w
                 "tpr_gap")
 
 
+def top_pairs(pair: torch.Tensor, k: int | None = None) -> list[list]:
+    """The largest pairwise margins of a symmetric ``(C, C)`` matrix as ``[[i, j, delta], ...]`` (i < j, delta > 0),
+    at most ``k`` (default 2C) of them: what an epoch record keeps (a full matrix would be C^2 numbers)."""
+    upper = torch.triu(pair.detach().float().cpu(), diagonal=1)
+    nonzero = int((upper > 0).sum())
+    if not nonzero:
+        return []
+    values, flat = upper.flatten().topk(min(k or 2 * len(pair), nonzero))
+    num = len(pair)
+    return [[int(f) // num, int(f) % num, round(float(v), 4)] for v, f in zip(values, flat, strict=True)]
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
     if name == "auto":
@@ -175,7 +187,7 @@ class Trainer:
             "heldout": blocks["heldout"], **({"select": blocks["select"]} if "select" in blocks else {}),
             "test": blocks.get("test"),
             "class_weights": applied.class_weights.tolist(), "aug_intensity": applied.aug_intensity.tolist(),
-            "logit_margin": applied.logit_margin.tolist(),
+            "logit_margin": applied.logit_margin.tolist(), "pair_margin": top_pairs(applied.pair_margin),
             # disjoint phases that add up to the epoch ("ema" and "raw_eval" only with EMA on)
             "time_s": {"train": t1 - t0 - self._ema_s, "heldout_eval": t2 - t1, "control": t3 - t2,
                        "test_eval": t4 - t3},
@@ -206,6 +218,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(seed)
         self.model.train()
         w, margin = self.action.class_weights, self.action.logit_margin  # (C,), (C,)
+        pair = self.action.pair_margin if bool(self.action.pair_margin.any()) else None  # (C, C); one sync an epoch
         loss_sum = torch.zeros((), device=self.device)
         images, log_every = 0, self.cfg.train.log_every
         last = len(self.train_loader) - 1
@@ -213,7 +226,8 @@ class Trainer:
         for i, (xb, yb) in enumerate(self.train_loader.batches(gen, self.action.aug_intensity)):
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
-            loss = self.loss_fn(logits + margin, yb, w)
+            offsets = margin if pair is None else margin + pair[yb]  # (C,) or (B, C): training logits only
+            loss = self.loss_fn(logits + offsets, yb, w)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -34,8 +34,9 @@ def tpr_stream(seed, n=12):
 
 
 def check_action(a: ControlAction):
-    w, aug, m = a
-    assert w.shape == aug.shape == m.shape == (C,)
+    w, aug, m, pair = a
+    assert w.shape == aug.shape == m.shape == (C,) and pair.shape == (C, C)
+    assert torch.equal(pair, pair.t()) and not pair.diagonal().any() and (pair >= 0).all()
     assert torch.isfinite(w).all() and (w > 0).all() and abs(w.mean().item() - 1) < 1e-5
     assert ((aug >= 0) & (aug <= 1)).all()
     assert torch.isfinite(m).all()
@@ -172,7 +173,8 @@ def first_weights(name: str, tpr: torch.Tensor, **kw) -> torch.Tensor:
     """The weights a controller with the shipped bounds sets from its first (decisive) measurement."""
     cfg = dataclasses.replace(SHIPPED, name=name, warmup_epochs=0, aug_gain=0.0, margin_gain=0.0, **kw)
     ctl = create_controller(cfg, TRAIN_COUNTS, EPOCHS)
-    return ctl.update(EPOCHS - 1 if name == "two_pass" else 0, tpr, COUNTS).class_weights.double()
+    epoch = EPOCHS - 1 if name == "two_pass" else 0
+    return ctl.update(epoch, Measurement.from_tpr(tpr, COUNTS)).class_weights.double()
 
 
 @pytest.mark.parametrize("name", sorted(UNDAMPED_CDB))
