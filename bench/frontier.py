@@ -50,6 +50,16 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         "loop": (["configs/fashion_mnist.yaml"], {f"s{s}": [f"controller.exponent={s}",
                                                             f"controller.margin_gain={0.15 * s:g}"]
                                                   for s in (0.5, 1, 2)}),
+        # ablation rows of the actuators that change the representation (adaptive_lb/actuators.py), each on
+        # the shipped loop: class-DRO weights, pairwise margins, cluster augmentation, the bias integral
+        "loop_dro": (["configs/fashion_mnist.yaml"], {
+            f"eta{e}": ["controller.weight_law=dro", f"controller.dro_eta={e}"] for e in (0.05, 0.15, 0.3)}),
+        "loop_pairs": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"controller.pair_gain={k}"] for k in (2, 5, 10)}),
+        "loop_cluster_aug": (["configs/fashion_mnist.yaml"], {
+            f"g{g}": ["controller.aug_groups=cluster", f"controller.aug_gain={g}", "controller.aug_init=0.2"]
+            for g in (-0.2, 0.2, 0.5)}),
+        "loop_bias_integral": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"controller.bias_gain={k}"]
+                                                                for k in (0.1, 0.3)}),
     },
     "fashion_mnist_lt100": {
         ERM: (["configs/fashion_mnist_lt100.yaml", "configs/methods/erm.yaml"], {"off": []}),
