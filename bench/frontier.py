@@ -225,7 +225,8 @@ def main() -> None:
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: train_run(run_dir(runs, *j), suite[j[0]][0],
-                                          [*suite[j[0]][1][j[1]], *args.overrides, f"train.seed={j[2]}"]), jobs))
+                                          [*suite[j[0]][1][j[1]], "train.test_every=0", *args.overrides,
+                                           f"train.seed={j[2]}"]), jobs))  # test once, at the end
     points, labels = collect(args.suite, methods, args.seeds, runs)
     res = analyse(points, labels, args.tolerance)
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
