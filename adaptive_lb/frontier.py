@@ -15,7 +15,7 @@ one hand-picked point:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -93,9 +93,3 @@ def _stratified_resample(groups: list[torch.Tensor], gen: torch.Generator) -> to
     """Indices drawn with replacement within each class (class sizes kept, so per-class TPR stays defined)."""
     return torch.cat([g[torch.randint(len(g), (len(g),), generator=gen)] for g in groups])
 
-
-def mean_over_seeds(per_seed: Sequence[dict], split: str, keys: Sequence[str],
-                    reduce: Callable[[list[float]], float] | None = None) -> dict:
-    """``{key: mean over seeds}`` of ``per_seed[s][split][key]``."""
-    reduce = reduce or (lambda v: sum(v) / len(v))
-    return {k: reduce([p[split][k] for p in per_seed]) for k in keys}
