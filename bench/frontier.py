@@ -107,11 +107,18 @@ def sweep(path: Path) -> list[dict]:
     return points
 
 
-def collect(suite: str, methods: list[str], seeds: list[int], runs: Path) -> tuple[dict, torch.Tensor]:
+def knob_values(suite: str, method: str, only: list[str] | None) -> list[str]:
+    """The method's knob value labels, restricted to ``only`` when given (ERM's "off" is always kept)."""
+    values = list(SUITES[suite][method][1])
+    return values if not only or method == ERM else [v for v in values if v in only]
+
+
+def collect(suite: str, methods: list[str], seeds: list[int], runs: Path,
+            only: list[str] | None = None) -> tuple[dict, torch.Tensor]:
     """``{method: {(value, spread weight): [per-seed point]}}`` (ERM's points join every method) and test labels."""
     points: dict[str, dict[tuple[str, float], list[dict]]] = {}
     for method in methods:
-        for value in SUITES[suite][method][1]:
+        for value in knob_values(suite, method, only):
             for seed in seeds:
                 for p in sweep(run_dir(runs, method, value, seed)):
                     points.setdefault(method, {}).setdefault((value, p["spread_weight"]), []).append(p)
@@ -215,19 +222,24 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.003, help="select accuracy a pick may give up vs raw ERM")
     ap.add_argument("--tag", default="", help="suffix of the run folder and result files (e.g. subset)")
     ap.add_argument("--methods", nargs="+", help="a subset of the suite's methods (erm is always run)")
+    ap.add_argument("--values", nargs="+", help="only these knob value labels (e.g. s1 s2): stage a long sweep")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.ema_decay=0.995")
     args = ap.parse_args()
     suite = SUITES[args.suite]
     methods = [ERM, *[m for m in (args.methods or suite) if m != ERM]]
+    unknown = set(args.methods or []) - set(suite)
+    unknown |= set(args.values or []) - {v for m in methods for v in suite[m][1]}
+    if unknown:
+        ap.error(f"unknown method or knob value for suite {args.suite}: {', '.join(sorted(unknown))}")
     stem = f"frontier_{args.suite}" + (f"_{args.tag}" if args.tag else "")
     runs = ROOT / "runs" / stem
-    jobs = [(m, v, s) for s in args.seeds for m in methods for v in suite[m][1]]
+    jobs = [(m, v, s) for s in args.seeds for m in methods for v in knob_values(args.suite, m, args.values)]
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: train_run(run_dir(runs, *j), suite[j[0]][0],
                                           [*suite[j[0]][1][j[1]], "train.test_every=0", *args.overrides,
                                            f"train.seed={j[2]}"]), jobs))  # test once, at the end
-    points, labels = collect(args.suite, methods, args.seeds, runs)
+    points, labels = collect(args.suite, methods, args.seeds, runs, args.values)
     res = analyse(points, labels, args.tolerance)
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per run, "
