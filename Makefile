@@ -10,7 +10,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,postgres,names]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres,names,lightning,tensorboard]'
 	touch $(STAMP)
 
 # Debian's package when apt is usable (root), else torchvision's download into ./data.

@@ -9,6 +9,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from adaptive_lb.errors import ConfigWarning, NonFiniteLossError, RunDirError, UserError
@@ -28,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train from a config (plus dotted overrides), or continue a run with ``--resume``."""
     from adaptive_lb.config import dump_config, load_config
     from adaptive_lb.data import build_data
+    from adaptive_lb.integrations import create_loggers
     from adaptive_lb.progress import create_progress
     from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir, resume_config
     from adaptive_lb.trainer import Trainer
@@ -37,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if configs or args.out:
             raise RunDirError("--resume continues a run with its own config.yaml: drop the config file(s) and "
-                              "--out (only train.device and train.threads may be given)")
+                              "--out (only train.device, train.threads and train.loggers may be given)")
         run = RunDir.open(args.resume)
         cfg = resume_config(run.config(), overrides)
     else:
@@ -53,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RunDirError(f"'{run.path}' has finished (summary.json written): nothing to resume; "
                               f"see '{PROG} eval {run.path}' or '{PROG} report {run.path}'")
         state = run.load_checkpoint()
+    path = run.path if args.resume else Path(args.out or default_run_dir(configs))
+    loggers = create_loggers(cfg.train.loggers, path)  # a missing package fails here, before anything is written
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     if args.resume:
         trainer.load_state_dict(state)
@@ -61,8 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.write_config(cfg)  # the run now goes on under these settings: config.yaml says so
         _warn_if_not_bitwise(state, trainer)
     else:
-        run = RunDir.create(args.out or default_run_dir(configs), cfg)
-    trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet)]
+        run = RunDir.create(path, cfg)
+    trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet), *loggers]
     return _fit(trainer, run, plots=not args.no_plots)
 
 
@@ -161,7 +165,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """PNG plots of one run, or grouped bars and a comparison table of several (seeds aggregated)."""
     import time
-    from pathlib import Path
 
     from adaptive_lb import report
     from adaptive_lb.progress import comparison_table, print_tables

@@ -204,6 +204,9 @@ class OptimConfig(Section):
     warmup_epochs: float = knob(0.0, ge=0.0)    # linear warm-up for cosine/constant, epochs
 
 
+LOGGERS = ("tensorboard",)  # train.loggers (adaptive_lb/integrations/tensorboard.py)
+
+
 @dataclass(frozen=True)
 class TrainConfig(Section):
     """The training loop."""
@@ -226,8 +229,15 @@ class TrainConfig(Section):
     # steps = ln 0.5 / ln d (0.995: 138 steps, 0.65 of a 211-step Fashion-MNIST epoch)
     ema_decay: float = knob(0.0, ge=0.0, lt=1.0)
     ema_warmup: bool = True  # d_t = min(ema_decay, (1+t)/(10+t)) at step t: early steps forget the random init
+    # per-epoch loggers besides metrics.jsonl: tensorboard = per-class TPR, weights, intensities and offsets into
+    # <run>/tensorboard/ (needs the tensorboard extra); [] = none
+    loggers: tuple[str, ...] = ()
 
     def check_combinations(self) -> None:
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown or len(set(self.loggers)) != len(self.loggers):
+            raise ConfigError(f"train.loggers: {list(self.loggers)} is not a list of distinct loggers; use any of "
+                              f"{', '.join(LOGGERS)}, or [] for none")
         if self.ema_decay == 0.0 and not self.ema_warmup:
             warnings.warn("train.ema_warmup=false does nothing with train.ema_decay=0 (EMA off): set "
                           "train.ema_decay or drop ema_warmup", ConfigWarning, stacklevel=2)

@@ -65,6 +65,18 @@ def neutral_action(num_classes: int) -> ControlAction:
                          torch.zeros(num_classes, num_classes))
 
 
+def top_pairs(pair: torch.Tensor, k: int | None = None) -> list[list]:
+    """The largest pairwise margins of a symmetric ``(C, C)`` matrix as ``[[i, j, delta], ...]`` (i < j, delta > 0),
+    at most ``k`` (default 2C) of them: what an epoch record keeps (a full matrix would be C^2 numbers)."""
+    upper = torch.triu(pair.detach().float().cpu(), diagonal=1)
+    nonzero = int((upper > 0).sum())
+    if not nonzero:
+        return []
+    values, flat = upper.flatten().topk(min(k or 2 * len(pair), nonzero))
+    num = len(pair)
+    return [[int(f) // num, int(f) % num, round(float(v), 4)] for v, f in zip(values, flat, strict=True)]
+
+
 def check_measurement(m: Measurement, num_classes: int) -> torch.Tensor:
     """The measurement's per-class TPR ``(C,)`` float64, after checking it covers the controller's classes."""
     if m.num_classes != num_classes:

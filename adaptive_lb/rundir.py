@@ -100,7 +100,7 @@ def write_error(path: Path, exc: OSError) -> WriteError:
     return WriteError(f"cannot write '{path}' ({reason}): {fix}")
 
 
-RESUMABLE_KEYS = ("train.device", "train.threads")  # settings of the machine, not of the experiment
+RESUMABLE_KEYS = ("train.device", "train.threads", "train.loggers")  # machine and logging, not the experiment
 
 
 def resume_config(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
@@ -110,7 +110,7 @@ def resume_config(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
         key = item.partition("=")[0]
         if key not in RESUMABLE_KEYS:
             raise RunDirError(f"--resume cannot change {key}: it would change the experiment (only "
-                              f"{' and '.join(RESUMABLE_KEYS)} may change); start a new run with --out instead")
+                              f"{', '.join(RESUMABLE_KEYS)} may change); start a new run with --out instead")
         apply_override(raw, item)
     with warnings.catch_warnings():  # shown when the run was created
         warnings.simplefilter("ignore", ConfigWarning)

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 import torch
 
 from adaptive_lb.augment import TensorAugmenter, TextAugmenter
+from adaptive_lb.balancer import RecallBalancer
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
-from adaptive_lb.controllers import ControlAction, create_controller
+from adaptive_lb.controllers import ControlAction, top_pairs
 from adaptive_lb.data import BatchLoader, DataBundle
 from adaptive_lb.data.build import fingerprint_mismatch
 from adaptive_lb.data.samplers import check_sampler
 from adaptive_lb.data.splits import class_counts
 from adaptive_lb.ema import ModelEma
 from adaptive_lb.errors import ConfigError, NonFiniteLossError, RunDirError
-from adaptive_lb.losses import create_loss
-from adaptive_lb.metrics import Measurement, confusion_matrix, summarize
+from adaptive_lb.metrics import confusion_matrix, summarize
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler
 
@@ -36,18 +36,6 @@ if TYPE_CHECKING:
 
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "tpr", "tpr_std", "tpr_var", "worst_tpr", "worst_class",
                 "tpr_gap")
-
-
-def top_pairs(pair: torch.Tensor, k: int | None = None) -> list[list]:
-    """The largest pairwise margins of a symmetric ``(C, C)`` matrix as ``[[i, j, delta], ...]`` (i < j, delta > 0),
-    at most ``k`` (default 2C) of them: what an epoch record keeps (a full matrix would be C^2 numbers)."""
-    upper = torch.triu(pair.detach().float().cpu(), diagonal=1)
-    nonzero = int((upper > 0).sum())
-    if not nonzero:
-        return []
-    values, flat = upper.flatten().topk(min(k or 2 * len(pair), nonzero))
-    num = len(pair)
-    return [[int(f) // num, int(f) % num, round(float(v), 4)] for v, f in zip(values, flat, strict=True)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,15 +77,14 @@ class Trainer:
         self.data = data.to(self.device)
         self.train_counts = class_counts(data.train.y.cpu(), data.num_classes)  # (C,) drives count weights, LDAM
         check_sampler(data.train.y, data.num_classes, cfg.data.sampler, data.class_names)
-        self.loss_fn = create_loss(cfg.loss, self.train_counts)
+        # the controller path (loss under the action, controller update, calibration fit): the public API's object
+        self.balancer = RecallBalancer.from_config(cfg, class_names=data.class_names, train_counts=self.train_counts)
         # evaluation loaders: every sample once, in order, unaugmented ("train" too, for `eval --split train`)
         self.eval_loaders = {name: BatchLoader(split, self.data.mean, self.data.std, t.eval_batch_size,
                                                self.channels_last, text=self.data.is_text)
                              for name, split in self.data.splits().items()}
         self.train_loader = self._train_loader()
-        self.controller = create_controller(cfg.controller, self.train_counts, t.epochs)
-        self.total_epochs = t.epochs * self.controller.passes
-        self.action = self._on_device(self.controller.initial())
+        self.total_epochs = t.epochs * self.balancer.passes
         self._fresh_model()
         self.epoch = 0             # completed epochs, over all passes
         self._ema_s = 0.0          # seconds of EMA updates in the current epoch
@@ -127,6 +114,15 @@ class Trainer:
                                           len(self.train_loader))
         t = self.cfg.train
         self.ema = ModelEma(self.model, t.ema_decay, t.ema_warmup) if t.ema_decay else None  # fresh per pass
+
+    @property
+    def action(self) -> ControlAction:
+        """The balancer's current action on the training device (what the next epoch applies)."""
+        return self.balancer.action_on(self.device)
+
+    @action.setter
+    def action(self, action: ControlAction) -> None:
+        self.balancer.action = action
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -164,12 +160,11 @@ class Trainer:
         t0 = time.perf_counter()
         loss, images = self.train_one_epoch(epoch)
         t1 = time.perf_counter()
-        measured = Measurement(*self._split_logits("heldout"), self.data.num_classes)  # the control split
-        cms = {"heldout": measured.confusion}
-        if self.data.select is not None:
-            cms["select"] = self.confusion("select")
+        self.balancer.observe(*self._split_logits("heldout"))  # the control split
+        select = {"select": self.confusion("select")} if self.data.select is not None else {}
         t2 = time.perf_counter()
-        self.action = self._on_device(self.controller.update(epoch, measured))
+        self.balancer.step()  # the controller update from the control split's Measurement
+        cms = {"heldout": self.balancer.last_measurement.confusion, **select}
         t3 = time.perf_counter()
         every = self.cfg.train.test_every
         with_test = (epoch + 1) % per_pass == 0 or bool(every and (epoch + 1) % every == 0)
@@ -217,8 +212,6 @@ class Trainer:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         self.model.train()
-        w, margin = self.action.class_weights, self.action.logit_margin  # (C,), (C,)
-        pair = self.action.pair_margin if bool(self.action.pair_margin.any()) else None  # (C, C); one sync an epoch
         loss_sum = torch.zeros((), device=self.device)
         images, log_every = 0, self.cfg.train.log_every
         last = len(self.train_loader) - 1
@@ -226,8 +219,7 @@ class Trainer:
         for i, (xb, yb) in enumerate(self.train_loader.batches(gen, self.action.aug_intensity)):
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
-            offsets = margin if pair is None else margin + pair[yb]  # (C,) or (B, C): training logits only
-            loss = self.loss_fn(logits + offsets, yb, w)
+            loss = self.balancer.loss(logits, yb)  # weights, offsets and pair margins of the current action
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -299,7 +291,7 @@ class Trainer:
         ``equalise`` biases are fitted on the ``select`` split (on the control split when there is none), never
         on the test split; ``logit_adjust`` biases come from the training prior.
         """
-        from adaptive_lb.posthoc import equalising_biases, logit_adjust_biases
+        from adaptive_lb.posthoc import logit_adjust_biases
 
         p = self.cfg.posthoc
         if p.method == "none":
@@ -308,7 +300,7 @@ class Trainer:
         logits = {split: self.logits(split) for split in splits}  # one pass each, reused below
         fit_on = "select" if "select" in logits else "heldout"
         if p.method == "equalise":
-            bias = equalising_biases(*logits[fit_on], p.sweeps, p.spread_weight)
+            bias = self.balancer.fit_calibration(*logits[fit_on])  # sweeps, spread_weight: cfg.posthoc
         else:
             bias = logit_adjust_biases(self.train_counts, p.tau)
         num = self.data.num_classes
@@ -337,8 +329,8 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: model, optimiser, schedule, controller, counters."""
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "controller": self.controller.state_dict(),
-                "action": [t.cpu() for t in self.action], "last_record": self.last_record,
+                "scheduler": self.scheduler.state_dict(), **self.balancer.state_dict(),  # controller, action, ...
+                "last_record": self.last_record,
                 "last_confusion": self.last_confusion,
                 "pass_summaries": self.pass_summaries, "data": self.data_fingerprint,
                 "threads": torch.get_num_threads(), "device": str(self.device),
@@ -355,10 +347,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.controller.load_state_dict(state["controller"])
+            self.balancer.load_state_dict({"steps": state["epoch"], **state})  # older checkpoints: no "steps"
             if self.ema is not None:  # a checkpoint without an EMA cannot continue an EMA run exactly
                 self.ema.load_state_dict(state["ema"])
-            self.action = self._on_device(ControlAction(*state["action"]))
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RunDirError(f"the checkpoint does not fit this config's model, optimiser or controller "
@@ -370,6 +361,3 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ helpers
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
-
-    def _on_device(self, action: ControlAction) -> ControlAction:
-        return ControlAction(*(t.to(self.device, torch.float32) for t in action))
