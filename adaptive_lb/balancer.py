@@ -289,8 +289,9 @@ class RecallBalancer:
         ``(N, C)`` (gathered over ranks; ``posthoc.equalising_biases``); ``calibrate`` adds them from now on.
         Fit them on a split the controller does not read (the trainer's ``select``), never on the test split."""
         z, y = gather_rows(logits.detach().float()), gather_rows(labels.detach().long())
-        self.calibration_bias = equalising_biases(z.cpu(), y.cpu(), sweeps or self.posthoc.sweeps,
-                                                  spread_weight or self.posthoc.spread_weight)
+        sweeps = self.posthoc.sweeps if sweeps is None else sweeps  # 0 is a value, not "unset"
+        spread = self.posthoc.spread_weight if spread_weight is None else spread_weight
+        self.calibration_bias = equalising_biases(z.cpu(), y.cpu(), sweeps, spread)
         return self.calibration_bias.clone()
 
     def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
