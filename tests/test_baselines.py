@@ -14,7 +14,7 @@ from adaptive_lb.data.samplers import SAMPLERS, check_sampler, epoch_indices, ep
 from adaptive_lb.errors import ConfigError, DataError
 from adaptive_lb.losses import create_loss, focal_loss, ldam_margins, weighted_cross_entropy
 from adaptive_lb.metrics import EmptyClassError, Measurement, confusion_matrix, per_class_recall, per_class_tpr
-from adaptive_lb.posthoc import _recall_moving_one, equalising_biases, logit_adjust_biases
+from adaptive_lb.posthoc import ArgmaxState, equalising_biases, logit_adjust_biases
 from adaptive_lb.weighting import COUNT_WEIGHTS, effective_number, inverse_freq, inverse_sqrt
 
 LOSSES = LossConfig.__dataclass_fields__["name"].metadata["choices"]
@@ -230,7 +230,7 @@ def test_fit_scores_ties_as_argmax_breaks_them():
     logits = torch.randint(0, 3, (200, 4), generator=g).double()
     shifts = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
     for c in range(4):
-        fast = _recall_moving_one(logits, labels, c, shifts)  # (C, K)
+        fast = ArgmaxState(logits, labels).candidate_recall(c, shifts)  # (C, K)
         for k, s in enumerate(shifts):
             moved = logits.clone()
             moved[:, c] += s
