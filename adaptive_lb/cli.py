@@ -55,19 +55,33 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RunDirError(f"'{run.path}' has finished (summary.json written): nothing to resume; "
                               f"see '{PROG} eval {run.path}' or '{PROG} report {run.path}'")
         state = run.load_checkpoint()
+    data = build_data(cfg.data, cfg.train.seed)
     path = run.path if args.resume else Path(args.out or default_run_dir(configs))
     loggers = create_loggers(cfg.train.loggers, path)  # a missing package fails here, before anything is written
-    trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
+    trainer = Trainer(cfg, data)  # trainer.cfg: batch_size=auto resolved, as config.yaml records it
     if args.resume:
         trainer.load_state_dict(state)
         run.trim_metrics(trainer.epoch)
-        if cfg != run.config():
-            run.write_config(cfg)  # the run now goes on under these settings: config.yaml says so
+        if trainer.cfg != run.config():
+            run.write_config(trainer.cfg)  # the run now goes on under these settings: config.yaml says so
         _warn_if_not_bitwise(state, trainer)
     else:
-        run = RunDir.create(path, cfg)
+        run = RunDir.create(path, trainer.cfg)
+    _notes(data.notes, cfg, trainer)  # after the last check: bad input stays one line
     trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet), *loggers]
     return _fit(trainer, run, plots=not args.no_plots)
+
+
+def _notes(notes: Sequence[str], cfg, trainer) -> None:
+    """The data loader's notes and the batch size ``auto`` chose, one ``adaptive-lb: note:`` line each."""
+    if cfg.train.batch_size == "auto":
+        from adaptive_lb.data.samplers import epoch_size
+
+        images = epoch_size(trainer.data.train.y, trainer.data.num_classes, cfg.data.sampler)
+        notes = [*notes, f"train.batch_size=auto -> {trainer.cfg.train.batch_size} ({images:,} training images "
+                         f"per epoch, {len(trainer.train_loader)} steps)"]
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
 
 
 def _warn_if_not_bitwise(state: dict, trainer) -> None:

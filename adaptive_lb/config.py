@@ -2,7 +2,8 @@
 
 YAML files in ``configs/`` mirror these classes; reading, overriding and saving them is
 ``adaptive_lb/config_io.py`` (its functions are importable from here too). Ranges live next to the field
-(``knob(default, ge=..., choices=...)``) so that the check and the documentation cannot drift apart.
+(``knob(default, ge=..., choices=...)``, ``adaptive_lb/config_fields.py``) so that the check and the
+documentation cannot drift apart.
 
 Every section checks itself when built, from YAML or in Python (``Section.__post_init__``): each field's type,
 range or choices and finiteness, then the combinations of knobs that would silently do nothing or correct twice.
@@ -12,85 +13,12 @@ A problem is a one-line ``ConfigError`` naming the dotted key; a knob that does 
 
 from __future__ import annotations
 
-import functools
-import math
-import typing
 import warnings
-from dataclasses import Field, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from adaptive_lb.config_fields import Section, knob
 from adaptive_lb.errors import ConfigError, ConfigWarning
-
-
-def knob(default: Any, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
-         le: float | None = None, lt: float | None = None) -> Any:
-    """A config field with its allowed range; checked when its section is built."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
-    if is_dataclass(default):
-        return field(default_factory=type(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-class Section:
-    """Base of the config sections: building one (from YAML or in Python) checks every field, then combinations."""
-
-    path: ClassVar[str] = ""  # the section's dotted key in a RunConfig, e.g. "data.synthetic"; "" = the run
-
-    def __post_init__(self) -> None:
-        hints = section_hints(type(self))
-        for f in fields(self):
-            key = f"{self.path}.{f.name}" if self.path else f.name
-            object.__setattr__(self, f.name, check_value(f, hints[f.name], getattr(self, f.name), key))
-        self.check_combinations()
-
-    def check_combinations(self) -> None:
-        """Rules across the section's fields (and the sections below it); none by default."""
-
-
-@functools.cache
-def section_hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of dataclass ``cls`` (cached: ``typing.get_type_hints`` is slow)."""
-    return typing.get_type_hints(cls)
-
-
-def check_value(f: Field, tp: Any, value: Any, key: str) -> Any:
-    """``value`` of field ``f`` (annotation ``tp``) checked for type, finiteness and range; errors name ``key``.
-
-    Ints are accepted as floats (and returned as floats), lists as tuples.
-    """
-    value = _coerce(tp, value, key)
-    _check_range(f.metadata, value, key)
-    return value
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    if is_dataclass(tp):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{key}: expected a {tp.__name__} section, got {type(value).__name__} {value!r}")
-        return value
-    if typing.get_origin(tp) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return tuple(_coerce(typing.get_args(tp)[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    accepted = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[tp]
-    if not isinstance(value, accepted) or (tp is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    if tp is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: {value} is not a finite number")
-    return value
-
-
-def _check_range(meta: Any, value: Any, key: str) -> None:
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(meta['choices'])}")
-    bounds = [("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")]
-    for name, ok, sym in bounds:
-        bound = meta.get(name)
-        if bound is not None and not ok(value, bound):
-            raise ConfigError(f"{key}: {value} is out of range, it must be {sym} {bound}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +34,8 @@ class SyntheticConfig(Section):
     difficulty_spread: float = knob(1.0, ge=0.0)  # class c's noise is noise * (1 + spread * c / (C-1))
 
 
+OWN_DATASETS = ("imagefolder", "csv")  # your own images (adaptive_lb/data/images.py)
+OWN_DATA_KEYS = ("train_csv", "test_csv", "image_size", "channels", "test_fraction", "cache_dir", "memory_limit_gb")
 NAMES_COUNTRIES = ("GB", "US", "IE", "CA", "ES", "MX", "AR", "DE", "AT", "JP", "IN", "RU")
 
 
@@ -139,9 +69,10 @@ class DataConfig(Section):
 
     path: ClassVar[str] = "data"
 
-    name: str = knob("fashion_mnist", choices=("fashion_mnist", "cifar10", "cifar100", "synthetic",
-                                                            "names"))
-    root: str = ""                 # folder holding the files; "" = ./data, then the Debian folder
+    name: str = knob("fashion_mnist", choices=("fashion_mnist", "cifar10", "cifar100", "synthetic", "names",
+                                               *OWN_DATASETS))
+    root: str = ""                 # folder holding the files; "" = ./data, then the Debian folder;
+    # imagefolder: DIR with train/<class>/<image> (and test/<class>/<image> when there is a test set)
     download: bool = False         # let torchvision download missing files (needs internet)
     heldout_fraction: float = knob(0.1, gt=0.0, lt=1.0)  # share of each class's training images held out
     heldout_balanced: bool = True  # same held-out count for every class (fraction of the smallest class)
@@ -162,8 +93,24 @@ class DataConfig(Section):
     # cut to the smallest count, oversample_aug = oversample with the extra copies augmented at copy_aug
     sampler: str = knob("none", choices=("none", "oversample", "undersample", "oversample_aug"))
     copy_aug: float = knob(0.5, gt=0.0, le=1.0)  # augmentation intensity of the extra copies (oversample_aug)
+    # your own images (imagefolder | csv; adaptive_lb/data/images.py):
+    train_csv: str = ""            # csv: CSV with columns path,label (paths relative to the CSV's folder)
+    test_csv: str = ""             # csv: the same for the test set; "" = carve one (test_fraction)
+    image_size: int = knob(32, ge=4)           # images are resized to image_size x image_size pixels
+    channels: int = knob(3, choices=(1, 3))    # 1 = grey, 3 = RGB
+    test_fraction: float = knob(0.2, gt=0.0, lt=1.0)  # share of each class carved as the test split when the
+    # data has no test set (the same images for every train.seed, as a shipped test set would be)
+    cache_dir: str = ""            # decoded images are cached here; "" = $XDG_CACHE_HOME/adaptive_lb or
+    # ~/.cache/adaptive_lb
+    memory_limit_gb: float = knob(0.0, ge=0.0)  # refuse a set whose decoded images exceed this; 0 = half of
+    # the memory available when the run starts
 
     def check_combinations(self) -> None:
+        changed = [k for k in OWN_DATA_KEYS if getattr(self, k) != getattr(DataConfig, k)]
+        if self.name not in OWN_DATASETS and changed:
+            warnings.warn(f"data.{', data.'.join(changed)}: read by data.name={' and '.join(OWN_DATASETS)} only, "
+                          f"nothing with data.name={self.name}; drop them or set data.name", ConfigWarning,
+                          stacklevel=2)
         if self.sampler != "oversample_aug" and self.copy_aug != DataConfig.copy_aug:
             warnings.warn(f"data.copy_aug={self.copy_aug} does nothing with data.sampler={self.sampler}: only "
                           "oversample_aug augments extra copies; set data.sampler=oversample_aug or drop copy_aug",
@@ -214,7 +161,9 @@ class TrainConfig(Section):
     path: ClassVar[str] = "train"
 
     epochs: int = knob(10, ge=1)                 # passes over the training part
-    batch_size: int = knob(256, ge=1)            # images per optimiser step
+    batch_size: int | str = knob(256, ge=1, words=("auto",))  # images per optimiser step; auto = training
+    # images per epoch // 50, within [16, 256] (>= 50 steps per epoch on small sets); the run's config.yaml
+    # records the number chosen
     eval_batch_size: int = knob(1024, ge=1)      # images per forward pass when evaluating
     seed: int = knob(0, ge=0)                    # seeds init, shuffling and splits: same seed, same run
     device: str = "auto"                         # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from adaptive_lb.config import RunConfig, Section, check_value, section_hints
+from adaptive_lb.config import RunConfig
+from adaptive_lb.config_fields import Section, check_value, numeric_type, section_hints
 from adaptive_lb.errors import ConfigError
 
 
@@ -151,7 +152,8 @@ def dump_config(cfg: RunConfig) -> str:
 
 # ---------------------------------------------------------------------------------------------- single fields
 def leaf_fields(cls: type | None = None, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """Every scalar field as ``dotted.name -> (dataclass Field, type)`` (nested sections walked)."""
+    """Every scalar field as ``dotted.name -> (dataclass Field, type)`` (nested sections walked); a number-or-word
+    field (``int | str``) is listed with its numeric type, so a tune space can search it."""
     cls = cls or RunConfig
     out: dict[str, tuple[Any, Any]] = {}
     hints = section_hints(cls)
@@ -160,7 +162,7 @@ def leaf_fields(cls: type | None = None, prefix: str = "") -> dict[str, tuple[An
         if is_dataclass(tp):
             out.update(leaf_fields(tp, f"{prefix}{f.name}."))
         else:
-            out[f"{prefix}{f.name}"] = (f, tp)
+            out[f"{prefix}{f.name}"] = (f, numeric_type(tp))
     return out
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,10 +25,11 @@ from adaptive_lb.config import RunConfig
 from adaptive_lb.controllers import ControlAction, top_pairs
 from adaptive_lb.data import BatchLoader, DataBundle
 from adaptive_lb.data.build import fingerprint_mismatch
-from adaptive_lb.data.samplers import check_sampler
+from adaptive_lb.data.loader import auto_batch_size
+from adaptive_lb.data.samplers import check_sampler, epoch_size
 from adaptive_lb.data.splits import class_counts
 from adaptive_lb.ema import ModelEma
-from adaptive_lb.errors import ConfigError, NonFiniteLossError, RunDirError
+from adaptive_lb.errors import ConfigError, ConfigWarning, NonFiniteLossError, RunDirError
 from adaptive_lb.metrics import confusion_matrix, summarize
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler
@@ -54,6 +57,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_config(cfg: RunConfig, data: DataBundle) -> RunConfig:
+    """``cfg`` with what depends on the data filled in (``train.batch_size=auto``): what a run dir records."""
+    if cfg.train.batch_size != "auto":
+        return cfg
+    images = epoch_size(data.train.y, data.num_classes, cfg.data.sampler)
+    with warnings.catch_warnings():  # the config's warnings were shown when it was loaded
+        warnings.simplefilter("ignore", ConfigWarning)
+        return replace(cfg, train=replace(cfg.train, batch_size=auto_batch_size(images)))
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of all randomness in epoch ``epoch`` (shuffling, dropout, augmentation)."""
     return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63)
@@ -63,8 +76,8 @@ class Trainer:
     """Fits ``cfg.model`` on ``data`` under ``cfg.controller``; see the module docstring."""
 
     def __init__(self, cfg: RunConfig, data: DataBundle, callbacks: Sequence[Callback] = ()) -> None:
-        self.cfg, self.callbacks = cfg, list(callbacks)
-        t = cfg.train
+        self.cfg, self.callbacks = resolve_config(cfg, data), list(callbacks)
+        t = self.cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)

@@ -47,6 +47,7 @@ class DataBundle:
     std: torch.Tensor   # (C_in,) per-channel std of the training part (text: 1)
     alphabet: str = ""  # text only: character code i is alphabet[i - 1], 0 = padding; "" = images
     select: Split | None = None  # the select half: calibration, tuning, defaults; None = no select split
+    notes: tuple[str, ...] = ()  # the loader's one-line notes (a carved test split, the image cache)
 
     @property
     def num_classes(self) -> int:
@@ -88,7 +89,7 @@ class DataBundle:
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(self.train.to(device), self.heldout.to(device), self.test.to(device),
                           self.class_names, self.mean.to(device), self.std.to(device), self.alphabet,
-                          self.select.to(device) if self.select is not None else None)
+                          self.select.to(device) if self.select is not None else None, self.notes)
 
 
 def fingerprint_mismatch(saved: dict, current: dict) -> str | None:
@@ -117,7 +118,9 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     pool = torch.arange(len(y))
     if cfg.subset_per_class:
         pool = take_per_class(y, [cfg.subset_per_class] * num, gen)
-    tr, ho = stratified_heldout(y[pool], num, cfg.heldout_fraction, cfg.heldout_balanced, gen, names)
+    fix = ("raise data.subset_per_class or data.heldout_fraction" if cfg.subset_per_class
+           else "add images to that class or raise data.heldout_fraction")
+    tr, ho = stratified_heldout(y[pool], num, cfg.heldout_fraction, cfg.heldout_balanced, gen, names, fix)
     train_idx, held_idx = pool[tr], pool[ho]
     held_idx, select_idx = _split_select(y, held_idx, cfg, seed, names)
     if cfg.long_tail != "none":
@@ -132,14 +135,28 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         raise DataError(f"{cfg.name}: the test split has no sample of class(es) {', '.join(missing)}: "
                         "the files are incomplete")
     x_train = raw.x_train[train_idx]
-    if raw.alphabet:  # character codes are not normalised
-        mean, std = torch.zeros(1), torch.ones(1)
-    else:
-        pixels = x_train.transpose(0, 1).reshape(x_train.shape[1], -1).float() / 255  # (C_in, N*H*W)
-        mean, std = pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-6)
+    mean, std = (torch.zeros(1), torch.ones(1)) if raw.alphabet else channel_stats(x_train)  # text: codes as they are
     select = Split(raw.x_train[select_idx], y[select_idx]) if select_idx is not None else None
     return DataBundle(Split(x_train, y[train_idx]), Split(raw.x_train[held_idx], y[held_idx]),
-                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names, mean, std, raw.alphabet, select)
+                      Split(raw.x_test[test_idx], raw.y_test[test_idx]), names, mean, std, raw.alphabet, select,
+                      raw.notes)
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of ``(N, C, H, W)`` uint8 images on the [0, 1] scale, ``(C,)`` float32.
+
+    Summed in float64 chunks (exact for integer pixels) rather than over a float copy of the whole training
+    part, which would take 8x its bytes: a large own-image set would run out of memory here.
+    """
+    c = x.shape[1]
+    total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].transpose(0, 1).reshape(c, -1).double()  # (C, chunk*H*W)
+        total += part.sum(dim=1)
+        squares += (part * part).sum(dim=1)
+    n = x.numel() // c
+    var = (squares - total * total / n) / max(n - 1, 1)
+    return (total / n / 255).float(), (var.clamp_min(0).sqrt() / 255).float().clamp_min(1e-6)
 
 
 def _split_select(y: torch.Tensor, held_idx: torch.Tensor, cfg: DataConfig, seed: int,

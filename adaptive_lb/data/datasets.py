@@ -4,6 +4,7 @@ Each loader returns a ``RawData``: whole train and test splits as ``uint8`` tens
 ``int64`` labels ``(N,)``, plus class names. Files are read directly (IDX for Fashion-MNIST, CIFAR's pickled
 batches); torchvision is used only to download when ``data.download=true``. Text (``names``) comes as
 ``int64`` character codes ``(N, L)``, 0 = padding, with its ``alphabet`` (``adaptive_lb/data/names.py``).
+Your own images (an ImageFolder tree or a CSV manifest) are decoded and cached by ``adaptive_lb/data/images.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptive_lb.config import DataConfig, SyntheticConfig
+from adaptive_lb.config import OWN_DATASETS, DataConfig, SyntheticConfig
 from adaptive_lb.errors import DataError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -37,6 +38,7 @@ class RawData:
     y_test: torch.Tensor   # (M,) int64
     class_names: tuple[str, ...]
     alphabet: str = ""     # text only: code i is alphabet[i - 1]; "" = images
+    notes: tuple[str, ...] = ()  # what the loader did that a user should hear of (the CLI prints each line)
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> RawData:
@@ -51,7 +53,12 @@ def load_dataset(cfg: DataConfig, seed: int) -> RawData:
         from adaptive_lb.data.names import load_names
 
         return load_names(cfg.names, cfg.root, seed)
-    raise DataError(f"unknown dataset '{cfg.name}': use one of fashion_mnist, cifar10, cifar100, synthetic, names")
+    if cfg.name in OWN_DATASETS:
+        from adaptive_lb.data.images import load_images
+
+        return load_images(cfg)
+    raise DataError(f"unknown dataset '{cfg.name}': use one of fashion_mnist, cifar10, cifar100, synthetic, names, "
+                    "imagefolder, csv")
 
 
 # ----------------------------------------------------------------------------------------- Fashion-MNIST

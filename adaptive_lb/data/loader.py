@@ -15,6 +15,14 @@ from adaptive_lb.data.samplers import epoch_indices, epoch_size
 
 # (x (B, C, H, W) in [0, 1] or text codes (B, L), per-sample magnitudes m (B,) in [0, 1]) -> augmented x
 Augmenter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# train.batch_size=auto: a small set still gets enough optimiser steps per epoch for the schedule, the EMA and
+# the controller to work with (150 images per class at batch 256 gave 6 steps an epoch and 56 % accuracy)
+AUTO_BATCH_STEPS, AUTO_BATCH_MIN, AUTO_BATCH_MAX = 50, 16, 256
+
+
+def auto_batch_size(epoch_images: int) -> int:
+    """``train.batch_size=auto``: ``epoch_images // 50`` (so >= 50 steps per epoch), within [16, 256]."""
+    return min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, epoch_images // AUTO_BATCH_STEPS))
 
 
 class Normalise:

@@ -34,12 +34,14 @@ def take_per_class(labels: torch.Tensor, counts: Sequence[int], gen: torch.Gener
 
 
 def stratified_heldout(labels: torch.Tensor, num_classes: int, fraction: float, balanced: bool,
-                       gen: torch.Generator, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+                       gen: torch.Generator, class_names: Sequence[str],
+                       fix: str = "raise data.subset_per_class or data.heldout_fraction",
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (train, held-out), stratified by class.
 
     ``balanced``: every class gives ``round(fraction * min_c n_c)`` held-out samples (an even yardstick for
     per-class TPR); otherwise each class gives ``round(fraction * n_c)``. A class left with no held-out or
-    no training sample is an error: its TPR could not be measured or learned.
+    no training sample is an error (ending with ``fix``): its TPR could not be measured or learned.
     """
     counts = class_counts(labels, num_classes)
     if balanced:
@@ -51,7 +53,7 @@ def stratified_heldout(labels: torch.Tensor, num_classes: int, fraction: float, 
         c = min(short, key=lambda k: int(counts[k]))  # the smallest class is the cause in balanced mode
         raise DataError(
             f"class '{class_names[c]}' has {int(counts[c])} training samples, too few for a held-out split "
-            f"of {fraction:g}: raise data.subset_per_class or data.heldout_fraction")
+            f"of {fraction:g}: {fix}")
     groups = per_class_indices(labels, num_classes, gen)
     held = torch.cat([g[: int(n)] for g, n in zip(groups, want)]).sort().values
     train = torch.cat([g[int(n):] for g, n in zip(groups, want)]).sort().values

@@ -48,8 +48,9 @@ def train_run(cfg: RunConfig, path: Path, callbacks: list[Callback] = ()) -> dic
     """
     from adaptive_lb.config_io import dump_config
     from adaptive_lb.rundir import CONFIG, SUMMARY, RunDir, RunDirWriter
-    from adaptive_lb.trainer import Trainer
+    from adaptive_lb.trainer import Trainer, resolve_config
 
+    cfg = resolve_config(cfg, dataset(cfg))  # batch_size=auto: the run dir records the number chosen
     if (path / SUMMARY).is_file() and (path / CONFIG).read_text() == dump_config(cfg):
         return RunDir(path).read_summary()
     if path.exists():
