@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 import torch
 
 from adaptive_lb.actuators import cluster_mean, confusion_clusters, dro_step, dro_weights, pair_margin_target
 from adaptive_lb.config import ControllerConfig
-from adaptive_lb.errors import ConfigError, DataError
+from adaptive_lb.errors import ConfigError, ConfigWarning, DataError
 from adaptive_lb.metrics import Measurement
 from adaptive_lb.weighting import COUNT_WEIGHTS, TPR_WEIGHTS, bounded_mean_one, normalise_mean_one
 
@@ -242,6 +244,30 @@ CONTROLLERS = {
     "cdb": _cdb,
     "damped": lambda cfg, n, epochs: DampedController(len(n), cfg),
 }
+
+
+def warn_if_control_is_noisy(cfg: ControllerConfig, control_counts: torch.Tensor, class_names: Sequence[str]) -> None:
+    """One ``ConfigWarning`` when a class has too few control (held-out) images for ``cfg.gap_scale``.
+
+    The TPR of a class measured on n images has a standard error of up to ``0.5 / sqrt(n)`` (binomial, at
+    TPR 0.5); above ``gap_scale / 2`` half a unit of the loop's error is noise, and the damped controller (the
+    one that reads ``gap_scale``) would chase it. So every class needs ``n >= 1 / gap_scale^2`` images
+    (400 at 0.05). ``control_counts`` ``(C,)``: images per class in the control split.
+    """
+    if cfg.name != "damped":
+        return
+    noise = 0.5 / control_counts.double().clamp_min(1).sqrt()  # (C,) worst-case standard error of a class's TPR
+    noisy = torch.nonzero(noise > cfg.gap_scale / 2)[:, 0]
+    if not len(noisy):
+        return
+    worst = int(noisy[control_counts[noisy].argmin()])
+    n, others = int(control_counts[worst]), len(noisy) - 1
+    who = f"class '{class_names[worst]}'" + (f" (and {others} more)" if others else "")
+    warnings.warn(f"{who} has {n} control (held-out) images: its measured TPR is off by up to 0.5/sqrt({n}) = "
+                  f"{float(noise[worst]):.3f}, above controller.gap_scale/2 = {cfg.gap_scale / 2:.3f}, so the "
+                  f"loop would chase noise; raise data.heldout_fraction (every class needs "
+                  f"{math.ceil(1 / cfg.gap_scale ** 2 - 1e-9)} control images) or controller.gap_scale (to at "
+                  f"least {2 * float(noise[worst]):.3f})", ConfigWarning, stacklevel=2)
 
 
 def create_controller(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> Controller:

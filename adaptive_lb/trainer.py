@@ -19,7 +19,7 @@ import torch
 from adaptive_lb.augment import TensorAugmenter, TextAugmenter
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
-from adaptive_lb.controllers import ControlAction, create_controller
+from adaptive_lb.controllers import ControlAction, create_controller, warn_if_control_is_noisy
 from adaptive_lb.data import BatchLoader, DataBundle
 from adaptive_lb.data.build import fingerprint_mismatch
 from adaptive_lb.data.samplers import check_sampler
@@ -96,6 +96,7 @@ class Trainer:
                              for name, split in self.data.splits().items()}
         self.train_loader = self._train_loader()
         self.controller = create_controller(cfg.controller, self.train_counts, t.epochs)
+        warn_if_control_is_noisy(cfg.controller, class_counts(data.heldout.y.cpu(), data.num_classes), data.class_names)
         self.total_epochs = t.epochs * self.controller.passes
         self.action = self._on_device(self.controller.initial())
         self._fresh_model()
