@@ -49,9 +49,10 @@ def confusion_clusters(confusion: torch.Tensor, threshold: float) -> torch.Tenso
     symmetric confusion rate is at least ``threshold`` (labels are the smallest class index in the cluster)."""
     linked = confusion_rates(confusion) >= threshold  # (C, C) bool
     label = torch.arange(len(linked))
-    while True:  # label propagation: each class takes the smallest label among its neighbours; <= C rounds
+    while True:  # label propagation: each class takes the smallest label among its neighbours, (C, C) per round
         neighbour = torch.where(linked, label[None, :], len(label)).min(dim=1).values
         new = torch.minimum(label, neighbour)
+        new = new[new]  # and its label's label: a chain of C classes takes ~log C rounds instead of C
         if torch.equal(new, label):
             return label
         label = new

@@ -36,7 +36,7 @@ from adaptive_lb.config import (
     RunConfig,
     TrainConfig,
 )
-from adaptive_lb.controllers import ControlAction, create_controller
+from adaptive_lb.controllers import ControlAction, create_controller, warn_if_control_is_noisy
 from adaptive_lb.errors import UserError
 from adaptive_lb.losses import create_loss
 from adaptive_lb.metrics import Measurement
@@ -180,6 +180,7 @@ class RecallBalancer:
         self.steps = 0                        # controller updates so far (the epoch index the controller sees)
         self.last_measurement: Measurement | None = None
         self.calibration_bias: torch.Tensor | None = None  # (C,) from fit_calibration
+        self._noise_checked = False           # warn_if_control_is_noisy runs once, at the first acting step
         self._aug = torch.zeros(num_classes).share_memory_()  # (C,) DataLoader workers read it: updated in place
         self._observed: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._set_action(self.controller.initial())
@@ -267,6 +268,9 @@ class RecallBalancer:
     def update(self, measurement: Measurement) -> dict[str, float]:
         """``step`` for a measurement made elsewhere (``Measurement.from_tpr`` for recall counted by hand)."""
         self._set_action(self.controller.update(self.steps, measurement))
+        if not self._noise_checked and self.steps >= self.config.warmup_epochs:  # once, when the loop starts acting
+            self._noise_checked = True
+            warn_if_control_is_noisy(self.config, measurement, self.class_names)
         self.steps += 1
         self.last_measurement = measurement
         return self.stats()

@@ -68,8 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         run = RunDir.create(path, trainer.cfg)
     _notes(data.notes, cfg, trainer)  # after the last check: bad input stays one line
-    trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet), *loggers]
-    return _fit(trainer, run, plots=not args.no_plots)
+    trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet, top_k=args.top_k), *loggers]
+    return _fit(trainer, run, plots=not args.no_plots, top_k=args.top_k)
 
 
 def _notes(notes: Sequence[str], cfg, trainer) -> None:
@@ -96,7 +96,7 @@ def _warn_if_not_bitwise(state: dict, trainer) -> None:
               "digits from an uninterrupted run (bit-for-bit equality needs the same device and threads)")
 
 
-def _fit(trainer, run, plots: bool) -> int:
+def _fit(trainer, run, plots: bool, top_k: int) -> int:
     """Run ``trainer.fit()`` into ``run``: exit 130 on Ctrl-C, 1 on a NaN loss or a failed write mid-run."""
     from adaptive_lb.errors import WriteError
 
@@ -119,7 +119,7 @@ def _fit(trainer, run, plots: bool) -> int:
     if plots:
         from adaptive_lb.report import load_run, write_run_plots
 
-        written = write_run_plots(load_run(run.path), run.path / "plots")
+        written = write_run_plots(load_run(run.path), run.path / "plots", top_k=top_k)
         print(f"plots: {', '.join(str(p) for p in written)}", flush=True)
     print(f"run dir: {run.path}", flush=True)
     return 0
@@ -170,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     title = f"{run.path}: {args.split} split, epoch {trainer.epoch}"
     if posthoc:
         title += f", post-hoc {posthoc['method']} biases (--raw for the model alone)"
-    print_tables(report_table(block, names, title))
+    print_tables(report_table(block, names, title, args.top_k))
     if args.predictions:
         print(f"wrote {args.predictions}", flush=True)
     return 0
@@ -187,10 +187,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     groups = report.group_runs(runs)
     if len(runs) == 1:
         out = Path(args.out) if args.out else runs[0].path / "plots"
-        written = report.write_run_plots(runs[0], out, _confusion_if_missing(runs[0]))
+        written = report.write_run_plots(runs[0], out, _confusion_if_missing(runs[0]), args.top_k)
     else:
         out = Path(args.out) if args.out else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        written = report.write_comparison(groups, out)
+        written = report.write_comparison(groups, out, args.top_k)
     print_tables(comparison_table(report.comparison_rows(groups), report.COMPARE_KEYS))
     for path in written:
         print(f"wrote {path}", flush=True)
@@ -232,6 +232,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top_k(parser: argparse.ArgumentParser) -> None:
+    from adaptive_lb.metrics import TOP_K
+
+    parser.add_argument("--top-k", type=int, default=TOP_K, metavar="K",
+                        help=f"with more than 2K classes, per-class tables and plots show the K lowest and K highest "
+                             f"TPR and a line on all classes (default {TOP_K}; 0 = every class)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adaptive_lb import __version__
 
@@ -249,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-plots", action="store_true", help="skip the PNG plots written at the end")
     train.add_argument("--print-config", action="store_true",
                        help="print the fully resolved config (YAML) and exit; nothing is trained or written")
+    _top_k(train)
     train.set_defaults(func=cmd_train)
     tune = sub.add_parser("tune", help="Optuna study of the controller (held-out TPR variance, accuracy guard)")
     tune.add_argument("args", nargs="*", metavar="CONFIG|KEY=VALUE",
@@ -273,10 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--predictions", metavar="FILE",
                     help="write a CSV: per sample its index, true and predicted class, and the raw logits")
     ev.add_argument("--device", help="evaluate on this device instead of the run's train.device (e.g. cpu)")
+    _top_k(ev)
     ev.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="plots of a run; grouped bars and a table for several")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--out", help="folder for the PNGs (default RUN_DIR/plots, or reports/compare-<time>)")
+    _top_k(rep)
     rep.set_defaults(func=cmd_report)
     fetch = sub.add_parser("fetch", help="check or download a dataset")
     fetch.add_argument("dataset", choices=("fashion_mnist", "cifar10", "cifar100", "names"))

@@ -27,7 +27,7 @@ class SyntheticConfig(Section):
 
     path: ClassVar[str] = "data.synthetic"
 
-    num_classes: int = knob(10, ge=2)          # number of classes
+    num_classes: int = knob(10, ge=2, le=1000)  # number of classes (up to ImageNet's 1,000)
     per_class: int = knob(300, ge=4)           # training images per class (the test split gets a third)
     image_size: int = knob(28, ge=8)           # side of the square 1-channel images, pixels
     noise: float = knob(0.35, ge=0.0)          # pixel noise std, on the [0, 1] intensity scale

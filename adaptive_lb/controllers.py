@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 import torch
 
 from adaptive_lb.actuators import cluster_mean, confusion_clusters, dro_step, dro_weights, pair_margin_target
 from adaptive_lb.config import ControllerConfig
-from adaptive_lb.errors import ConfigError, DataError
+from adaptive_lb.errors import ConfigError, ConfigWarning, DataError
 from adaptive_lb.metrics import Measurement
 from adaptive_lb.weighting import COUNT_WEIGHTS, TPR_WEIGHTS, bounded_mean_one, normalise_mean_one
 
@@ -254,6 +256,33 @@ CONTROLLERS = {
     "cdb": _cdb,
     "damped": lambda cfg, n, epochs: DampedController(len(n), cfg),
 }
+
+
+def warn_if_control_is_noisy(cfg: ControllerConfig, m: Measurement, class_names: Sequence[str]) -> bool:
+    """One ``ConfigWarning`` when a class's measured TPR is too noisy for ``cfg.gap_scale``; True if it warned.
+
+    A TPR p measured on n control images has the binomial standard error ``sqrt(p (1 - p) / n)``; above
+    ``gap_scale / 2`` half a unit of the damped loop's error ``(mean - tpr_c) / gap_scale`` is noise, and the
+    loop would chase it. Read from the measurement itself (not the worst case p = 0.5, which would ask for
+    400 images per class at 0.05 even where every class sits at TPR 0.9). Only ``damped`` reads ``gap_scale``.
+    """
+    if cfg.name != "damped":
+        return False
+    tpr, n = m.tpr, m.counts.clamp_min(1)                # (C,), (C,) float64
+    noise = (tpr * (1 - tpr) / n).sqrt()                  # (C,) binomial standard error of each class's TPR
+    noisy = torch.nonzero(noise > cfg.gap_scale / 2)[:, 0]
+    if not len(noisy):
+        return False
+    worst = int(noisy[noise[noisy].argmax()])
+    p, count, others = float(tpr[worst]), int(n[worst]), len(noisy) - 1
+    need = math.ceil(4 * p * (1 - p) / cfg.gap_scale ** 2 - 1e-9)
+    who = f"class '{class_names[worst]}'" + (f" (and {others} more)" if others else "")
+    warnings.warn(f"{who} has {count} control (held-out) images at TPR {p:.2f}: its standard error "
+                  f"sqrt(p(1-p)/n) = {float(noise[worst]):.3f} is above controller.gap_scale/2 = "
+                  f"{cfg.gap_scale / 2:.3f}, so the loop would chase noise; raise data.heldout_fraction (it needs "
+                  f"{need} control images at this TPR) or controller.gap_scale (to at least "
+                  f"{2 * float(noise[worst]):.3f})", ConfigWarning, stacklevel=2)
+    return True
 
 
 def create_controller(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> Controller:

@@ -122,6 +122,27 @@ def summarize(cm: np.ndarray | torch.Tensor, class_names: Sequence[str], split: 
     return out
 
 
+TOP_K = 10  # classes shown at each end of a per-class table or plot once there are more than 2 * TOP_K (--top-k)
+
+
+def extreme_classes(values: Sequence[float], k: int) -> list[int] | None:
+    """What a per-class table or plot shows when classes are many: the ``k`` classes with the lowest ``values``
+    ``(C,)`` then the ``k`` highest, in ascending order of value (ties: the lower class index is picked first);
+    ``None`` (show every class, in class order) when ``k`` is 0 or ``C <= 2k``."""
+    if k <= 0 or len(values) <= 2 * k:
+        return None
+    lowest = sorted(range(len(values)), key=lambda c: (values[c], c))[:k]
+    rest = sorted(set(range(len(values))) - set(lowest), key=lambda c: (-values[c], c))[:k]
+    return lowest + rest[::-1]
+
+
+def spread_line(values: Sequence[float], what: str, k: int) -> str:
+    """One line on all C classes for a table or plot that shows only the ``k`` lowest and highest of ``values``."""
+    v = np.asarray(values, dtype=np.float64)
+    return (f"{len(v)} classes, {what}: mean {v.mean():.3f}, median {np.median(v):.3f}, std {v.std():.3f}, "
+            f"min {v.min():.3f}, max {v.max():.3f}; the {k} lowest and {k} highest shown")
+
+
 class Measurement:
     """What a controller reads after each epoch: the control split's logits and labels, and what derives from them.
 

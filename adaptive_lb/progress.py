@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from adaptive_lb.callbacks import Callback
+from adaptive_lb.metrics import TOP_K, extreme_classes, spread_line
 
 BAR_WIDTH = 20  # characters of the per-class TPR bar
 
@@ -27,8 +28,28 @@ def headline(block: dict | None) -> str:
             f"worst {block['worst_class']} {block['worst_tpr']:.4f}")
 
 
-def per_class_table(class_names: Sequence[str], record: dict, title: str = "") -> Any:
-    """rich Table: class, held-out TPR (bar), test TPR, and the actuators applied: weight, aug, logit offset."""
+def shown_rows(tpr: Sequence[float], top_k: int) -> list[int | None]:
+    """Class indices of a per-class table's rows: all of them in class order, or (more than ``2 top_k`` classes)
+    the ``top_k`` lowest and highest ``tpr`` in ascending order with ``None`` (a "more classes" row) between."""
+    picked = extreme_classes(tpr, top_k)
+    return list(range(len(tpr))) if picked is None else [*picked[:top_k], None, *picked[top_k:]]
+
+
+def _rows(table: Any, tpr: Sequence[float], top_k: int, what: str) -> list[int]:
+    """The classes ``table`` gets rows for; with many classes, a summary caption on all of them."""
+    rows = shown_rows(tpr, top_k)
+    if None in rows:
+        table.caption, table.caption_justify = spread_line(tpr, what, top_k), "left"
+    return rows
+
+
+def _more(table: Any, hidden: int) -> None:
+    table.add_row(f"⋯ {hidden} more classes", *[""] * (len(table.columns) - 1))  # between the lowest and highest
+
+
+def per_class_table(class_names: Sequence[str], record: dict, title: str = "", top_k: int = TOP_K) -> Any:
+    """rich Table: class, held-out TPR (bar), test TPR, and the actuators applied: weight, aug, logit offset.
+    More than ``2 top_k`` classes: the ``top_k`` lowest and highest held-out TPR, and a line on all of them."""
     from rich.table import Table
     from rich.text import Text
 
@@ -37,9 +58,12 @@ def per_class_table(class_names: Sequence[str], record: dict, title: str = "") -
         table.add_column(col, justify="left" if col in ("class", "") else "right")
     held = record["heldout"]["tpr"]
     test = record["test"]["tpr"] if record["test"] else None  # None: not evaluated this epoch (test_every)
-    for c, name in enumerate(class_names):
+    for c in _rows(table, held, top_k, "held-out TPR"):
+        if c is None:
+            _more(table, len(held) - 2 * top_k)
+            continue
         bar = Text("█" * round(held[c] * BAR_WIDTH), style=tpr_style(held[c]))
-        table.add_row(name, Text(f"{held[c]:.3f}", style=tpr_style(held[c])), bar,
+        table.add_row(class_names[c], Text(f"{held[c]:.3f}", style=tpr_style(held[c])), bar,
                       Text(f"{test[c]:.3f}", style=tpr_style(test[c])) if test else "–",
                       f"{record['class_weights'][c]:.3f}", f"{record['aug_intensity'][c]:.2f}",
                       f"{record['logit_margin'][c]:+.2f}")
@@ -76,17 +100,24 @@ def summary_table(summary: dict) -> Any:
     return table
 
 
-def report_table(block: dict, class_names: Sequence[str], title: str) -> Any:
-    """rich Table of a full per-class report (support, TPR, precision, F1) for ``adaptive-lb eval``."""
+def report_table(block: dict, class_names: Sequence[str], title: str, top_k: int = TOP_K) -> Any:
+    """rich Table of a per-class report (support, TPR, precision, F1) for ``adaptive-lb eval``; more than
+    ``2 top_k`` classes: the ``top_k`` lowest and highest TPR (``top_k`` 0: every class)."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=title, title_justify="left", caption=headline(block), caption_justify="left")
+    table = Table(title=title, title_justify="left")
     for col in ("class", "support", "TPR", "precision", "F1"):
         table.add_column(col, justify="left" if col == "class" else "right")
-    for c, name in enumerate(class_names):
+    rows = _rows(table, block["tpr"], top_k, "TPR")
+    table.caption = headline(block) + (f"\n{table.caption}" if table.caption else "")
+    table.caption_justify = "left"
+    for c in rows:
+        if c is None:
+            _more(table, len(class_names) - 2 * top_k)
+            continue
         tpr = block["tpr"][c]
-        table.add_row(name, str(block["support"][c]), Text(f"{tpr:.4f}", style=tpr_style(tpr)),
+        table.add_row(class_names[c], str(block["support"][c]), Text(f"{tpr:.4f}", style=tpr_style(tpr)),
                       f"{block['precision'][c]:.4f}", f"{block['f1'][c]:.4f}")
     return table
 
@@ -117,7 +148,7 @@ def print_tables(*tables: Any, file: TextIO | None = None) -> None:
 class RichProgress(Callback):
     """Live epoch and batch bars (images/s, ETA) above a per-class table refreshed every epoch."""
 
-    def __init__(self, console: Any = None) -> None:
+    def __init__(self, console: Any = None, top_k: int = TOP_K) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -128,7 +159,7 @@ class RichProgress(Callback):
             TimeRemainingColumn,
         )
 
-        self.console = console or Console()
+        self.console, self.top_k = console or Console(), top_k
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console)
@@ -147,7 +178,8 @@ class RichProgress(Callback):
         self.epochs = self.progress.add_task("epochs", total=epochs, completed=trainer.epoch, rate="")
         self.batches = self.progress.add_task("epoch", total=len(trainer.data.train), rate="")
         if trainer.last_record:
-            self.table = per_class_table(trainer.data.class_names, trainer.last_record, "resumed from checkpoint")
+            self.table = per_class_table(trainer.data.class_names, trainer.last_record, "resumed from checkpoint",
+                                         self.top_k)
         self.live = Live(self._view(), console=self.console, refresh_per_second=4)
         self.live.start()
 
@@ -167,7 +199,7 @@ class RichProgress(Callback):
         prefix = f"epoch {record['epoch']}/{trainer.total_epochs}  "
         title = (f"{prefix}held-out {headline(record['heldout'])}\n"
                  f"{' ' * len(prefix)}test     {headline(record['test'])}")
-        self.table = per_class_table(trainer.data.class_names, record, title)
+        self.table = per_class_table(trainer.data.class_names, record, title, self.top_k)
         self.live.update(self._view(), refresh=True)
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
@@ -182,8 +214,8 @@ class RichProgress(Callback):
 class PlainProgress(Callback):
     """One log line per epoch, for logs and pipes (and ``--quiet``)."""
 
-    def __init__(self, file: TextIO | None = None) -> None:
-        self.file = file or sys.stdout
+    def __init__(self, file: TextIO | None = None, top_k: int = TOP_K) -> None:
+        self.file, self.top_k = file or sys.stdout, top_k
 
     def _print(self, text: str) -> None:
         print(text, file=self.file, flush=True)
@@ -203,27 +235,34 @@ class PlainProgress(Callback):
                     f"{sum(t.values()):.1f}s")
 
     def on_fit_end(self, trainer: Any, summary: dict) -> None:
-        rec = trainer.last_record
-        width = max(20, *(len(n) for n in summary["class_names"]))  # long labels such as "United States (US)"
+        rec, names, held = trainer.last_record, summary["class_names"], summary["heldout"]["tpr"]
+        width = max(20, *(len(n) for n in names))  # long labels such as "United States (US)"
         self._print(f"{'class':<{width}} held-out TPR  test TPR  weight   aug  offset")
-        for c, name in enumerate(summary["class_names"]):
-            self._print(f"{name:<{width}} {summary['heldout']['tpr'][c]:>12.4f} {summary['test']['tpr'][c]:>9.4f} "
+        rows = shown_rows(held, self.top_k)
+        for c in rows:
+            if c is None:
+                self._print(f"⋯ {len(names) - 2 * self.top_k} more classes")
+                continue
+            self._print(f"{names[c]:<{width}} {held[c]:>12.4f} {summary['test']['tpr'][c]:>9.4f} "
                         f"{rec['class_weights'][c]:>7.3f} {rec['aug_intensity'][c]:>5.2f} "
                         f"{rec['logit_margin'][c]:>+7.2f}")
+        if None in rows:
+            self._print(spread_line(held, "held-out TPR", self.top_k))
         if "posthoc" in summary:
-            p = summary["posthoc"]
-            self._print(f"post-hoc {p['method']} (fitted on {p.get('fitted_on', 'heldout')}): biases "
-                        f"{' '.join(f'{b:+.2f}' for b in p['bias'])}")
+            p, bias = summary["posthoc"], summary["posthoc"]["bias"]
+            values = (" ".join(f"{b:+.2f}" for b in bias) if None not in rows else
+                      f"from {min(bias):+.2f} to {max(bias):+.2f} over {len(bias)} classes (all in summary.json)")
+            self._print(f"post-hoc {p['method']} (fitted on {p.get('fitted_on', 'heldout')}): biases {values}")
         for label, block in summary_blocks(summary):
             self._print(f"final {label:<28} {headline(block)}")
 
 
-def create_progress(quiet: bool, stream: TextIO | None = None) -> Callback:
+def create_progress(quiet: bool, stream: TextIO | None = None, top_k: int = TOP_K) -> Callback:
     """Rich live display on a terminal; plain log lines with ``quiet`` or when output is piped."""
     stream = stream or sys.stdout
     if quiet or not stream.isatty():
-        return PlainProgress(stream)
-    return RichProgress()
+        return PlainProgress(stream, top_k)
+    return RichProgress(top_k=top_k)
 
 
 # ---------------------------------------------------------------------------------------------- tune

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from adaptive_lb.errors import RunDirError
+from adaptive_lb.metrics import TOP_K, extreme_classes, spread_line
 from adaptive_lb.rundir import CONFIG, METRICS, SUMMARY, RunDir
 
 DPI = 110
@@ -137,13 +138,29 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (each row sums to 1: the diagonal is the class's TPR)."""
+def most_confused(rates: Any, k: int) -> list[int]:
+    """Classes of the ``k`` largest off-diagonal entries of ``rates`` ``(C, C)`` (ties: lower flat index first),
+    in order of first appearance, so the most confused pair comes first: at most ``2k`` classes."""
+    import numpy as np
+
+    off = np.array(rates, dtype=float)
+    np.fill_diagonal(off, -np.inf)
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    return list(dict.fromkeys(int(c) for f in flat for c in divmod(int(f), len(off))))
+
+
+def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, title: str, top_k: int = TOP_K) -> Path:
+    """Row-normalised confusion matrix (each row sums to 1: the diagonal is the class's TPR). More than
+    ``2 top_k`` classes: only the classes of the ``top_k`` most confused (true, predicted) pairs."""
     import numpy as np
 
     plt = _pyplot()
     m = np.asarray(cm, dtype=float)
     m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    if top_k and len(m) > 2 * top_k:  # a 1,000 x 1,000 image says nothing; the worst confusions do
+        keep = most_confused(m, top_k)
+        title = f"{title}\nthe {top_k} most confused pairs: {len(keep)} of {len(m)} classes"
+        m, class_names = m[np.ix_(keep, keep)], [class_names[c] for c in keep]
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(2.2 + 0.55 * n, 1.8 + 0.5 * n))
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
@@ -163,9 +180,18 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, titl
 
 
 def plot_grouped_bars(series: dict[str, tuple[list[float], list[float]]], class_names: list[str], path: Path,
-                      title: str) -> Path:
-    """Per-class TPR bars, one colour per series; ``series`` maps label -> (means, stds) per class."""
+                      title: str, top_k: int = TOP_K, rank: tuple[str, list[float]] | None = None) -> Path:
+    """Per-class TPR bars, one colour per series; ``series`` maps label -> (means, stds) per class. More than
+    ``2 top_k`` classes: the ``top_k`` lowest and highest by ``rank`` (name, values per class; default the mean
+    over the series) and a line on all of them."""
     plt = _pyplot()
+    what, values = rank or ("TPR, mean of the bars",
+                            [sum(m[c] for m, _ in series.values()) / len(series) for c in range(len(class_names))])
+    show = extreme_classes(values, top_k)
+    if show is not None:
+        series = {label: ([m[c] for c in show], [s[c] for c in show]) for label, (m, s) in series.items()}
+        title = f"{title}\n{spread_line(values, what, top_k)}"
+        class_names = [class_names[c] for c in show]
     n, k = len(class_names), len(series)
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(min(14.0, max(7.0, 0.3 * n * k + 2)), 4.2))
@@ -179,13 +205,19 @@ def plot_grouped_bars(series: dict[str, tuple[list[float], list[float]]], class_
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", ncol=min(k, 5), frameon=False)
+    if show is not None:  # the lowest classes left of the line, the highest right of it
+        ax.axvline(top_k - 0.5, color="grey", linestyle="--", linewidth=1)
     return _save(fig, path)
 
 
-def plot_trajectories(run: Run, path: Path) -> Path:
-    """Per-class held-out TPR, loss weight, augmentation intensity and logit offset over the epochs."""
+def plot_trajectories(run: Run, path: Path, top_k: int = TOP_K) -> Path:
+    """Per-class held-out TPR, loss weight, augmentation intensity and logit offset over the epochs. More than
+    ``2 top_k`` classes: the ``top_k`` with the lowest final held-out TPR."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in run.metrics]
+    final = run.metrics[-1]["heldout"]["tpr"]
+    show = extreme_classes(final, top_k)
+    classes = list(range(len(run.class_names))) if show is None else show[:top_k]
     panels = (("held-out TPR", lambda r: r["heldout"]["tpr"]), ("loss weight", lambda r: r["class_weights"]),
               ("augmentation intensity", lambda r: r["aug_intensity"]), ("logit offset", lambda r: r["logit_margin"]))
     from matplotlib.ticker import MaxNLocator
@@ -193,34 +225,38 @@ def plot_trajectories(run: Run, path: Path) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for ax, (name, get) in zip(axes.flat, panels, strict=True):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(run.class_names) > 10:  # the default cycle has 10 colours: classes 11+ would repeat them
+        if len(classes) > 10:  # the default cycle has 10 colours: classes 11+ would repeat them
             ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
         values = [get(r) for r in run.metrics]  # (epochs, C)
-        for c, cls in enumerate(run.class_names):
-            ax.plot(epochs, [v[c] for v in values], marker="o", markersize=2.5, linewidth=1.2, label=cls)
+        for c in classes:
+            ax.plot(epochs, [v[c] for v in values], marker="o", markersize=2.5, linewidth=1.2, label=run.class_names[c])
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.set_xlabel("epoch")
     axes.flat[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{run.label}: per-class trajectories")
+    which = "" if show is None else f" of the {top_k} classes with the lowest final held-out TPR (of {len(final)})"
+    fig.suptitle(f"{run.label}: per-class trajectories{which}")
     return _save(fig, path)
 
 
-def write_run_plots(run: Run, out: Path, confusion: list[list[int]] | None = None) -> list[Path]:
-    """The single-run PNGs in ``out``: confusion.png, tpr_bars.png, trajectories.png."""
+def write_run_plots(run: Run, out: Path, confusion: list[list[int]] | None = None, top_k: int = TOP_K) -> list[Path]:
+    """The single-run PNGs in ``out``: confusion.png, tpr_bars.png, trajectories.png (``top_k``: how many classes
+    at each end they show when there are more than ``2 top_k``; 0 = all)."""
     out.mkdir(parents=True, exist_ok=True)
     cm = confusion or run.summary.get("posthoc", run.summary).get("confusion", {}).get("test")
     written = []
     if cm is not None:
-        written.append(plot_confusion(cm, run.class_names, out / "confusion.png", f"{run.label}: test confusion"))
+        written.append(plot_confusion(cm, run.class_names, out / "confusion.png", f"{run.label}: test confusion",
+                                      top_k))
     bars = {split: (run.block(key)["tpr"], [0.0] * len(run.class_names))
             for split, key in (("held-out", "heldout"), ("test", "test"))}
-    written.append(plot_grouped_bars(bars, run.class_names, out / "tpr_bars.png", f"{run.label}: per-class TPR"))
-    written.append(plot_trajectories(run, out / "trajectories.png"))
+    written.append(plot_grouped_bars(bars, run.class_names, out / "tpr_bars.png", f"{run.label}: per-class TPR",
+                                     top_k, ("test TPR", run.block("test")["tpr"])))
+    written.append(plot_trajectories(run, out / "trajectories.png", top_k))
     return written
 
 
-def write_comparison(groups: dict[str, list[Run]], out: Path) -> list[Path]:
+def write_comparison(groups: dict[str, list[Run]], out: Path, top_k: int = TOP_K) -> list[Path]:
     """Grouped per-class test TPR bars and the comparison table (markdown) for several runs."""
     first = next(iter(groups.values()))[0]
     for run in (r for runs in groups.values() for r in runs):
@@ -233,7 +269,7 @@ def write_comparison(groups: dict[str, list[Run]], out: Path) -> list[Path]:
         per_class = [mean_std([r.block()["tpr"][c] for r in runs]) for c in range(len(names))]
         series[f"{label} (n={len(runs)})" if len(runs) > 1 else label] = ([m for m, _ in per_class],
                                                                           [s for _, s in per_class])
-    bars = plot_grouped_bars(series, names, out / "compare_tpr.png", "per-class test TPR")
+    bars = plot_grouped_bars(series, names, out / "compare_tpr.png", "per-class test TPR", top_k)
     table = out / "compare.md"
     table.write_text(f"# Run comparison\n\n{markdown_table(comparison_rows(groups))}\n")
     return [bars, table]

@@ -13,7 +13,8 @@ from adaptive_lb.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted((ROOT / "configs" / "methods").glob("*.yaml"))
-DATASETS = ["fashion_mnist.yaml", "fashion_mnist_lt10.yaml", "fashion_mnist_lt100.yaml", "cifar10_lt100.yaml"]
+DATASETS = ["fashion_mnist.yaml", "fashion_mnist_lt10.yaml", "fashion_mnist_lt100.yaml", "cifar10_lt100.yaml",
+            "cifar100_lt100.yaml"]
 QUICK_LT = ["data.name=synthetic", "data.synthetic.num_classes=4", "data.synthetic.per_class=120",
             "data.synthetic.image_size=12", "data.heldout_fraction=0.2", "data.long_tail=exp",
             "data.imbalance_ratio=10", "model.width=4", "train.epochs=3", "train.batch_size=32",

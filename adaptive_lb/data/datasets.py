@@ -26,6 +26,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 FASHION_MNIST_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
                        "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+SYNTHETIC_CHUNK = 1 << 24  # float32 noise values drawn at once by make_synthetic (64 MB)
 
 
 @dataclass
@@ -187,8 +188,15 @@ def make_synthetic(cfg: SyntheticConfig, seed: int) -> RawData:
 
     def draw(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.arange(c).repeat_interleave(per_class)
-        noise = torch.randn(len(y), 1, s, s, generator=gen) * (cfg.noise * scale[y]).view(-1, 1, 1, 1)
-        x = (protos[y] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
+        x = torch.empty(len(y), 1, s, s, dtype=torch.uint8)
+        # whole classes at a time once the float noise would pass SYNTHETIC_CHUNK values (1,000 classes of
+        # 28x28 images would take GBs at once); smaller sets are drawn in one go, as they always were
+        whole = len(y) * s * s <= SYNTHETIC_CHUNK
+        step = len(y) if whole else max(1, SYNTHETIC_CHUNK // (s * s * per_class)) * per_class
+        for start in range(0, len(y), step):
+            part = y[start:start + step]
+            noise = torch.randn(len(part), 1, s, s, generator=gen) * (cfg.noise * scale[part]).view(-1, 1, 1, 1)
+            x[start:start + step] = (protos[part] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
         return x, y
 
     x_train, y_train = draw(cfg.per_class)

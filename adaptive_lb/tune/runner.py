@@ -1,8 +1,9 @@
 """``adaptive-lb tune``: check everything, open the study, run this machine's workers, export, retrain.
 
 ``--n-jobs K`` runs K worker *processes* (each trial is an ordinary single-process training, so results do
-not depend on K); with the default storage they share the study's journal file. More machines join by
-running the same command with the same ``--storage postgresql://...`` URL and ``--study`` name; each
+not depend on K); with the default storage they share the study's journal file. With G >= 1 GPUs visible,
+worker i trains on GPU i mod G (``gpu_placement``: ``CUDA_VISIBLE_DEVICES`` per process). More machines join
+by running the same command with the same ``--storage postgresql://...`` URL and ``--study`` name; each
 process runs its own ``--trials`` share, so the study ends with exactly the sum of trials asked for.
 """
 
@@ -13,7 +14,8 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,21 @@ class Worker:
     index: int
     processes: int
     deadline: float | None
+    env: dict[str, str] = field(default_factory=dict)  # set in the worker process before CUDA starts
+
+
+def gpu_placement(n_workers: int, device: str, gpu_count: int, env: Mapping[str, str]) -> list[dict[str, str]]:
+    """Environment variables per worker process: ``CUDA_VISIBLE_DEVICES`` naming one GPU, round-robin over the
+    ``gpu_count`` visible ones (worker i gets the (i mod G)-th), so K workers share G GPUs evenly and each sees
+    its GPU as ``cuda:0``. The visible GPUs are the parent's ``CUDA_VISIBLE_DEVICES`` entries (indices, UUIDs or
+    MIG ids) when it is set, else ``0..G-1``. No GPU, or a ``train.device`` other than ``auto``/``cuda`` (a
+    pinned ``cuda:N`` or the CPU): ``{}`` for every worker, the environment is left as it is.
+    """
+    if gpu_count < 1 or device not in ("auto", "cuda"):
+        return [{} for _ in range(n_workers)]
+    listed = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    visible = (listed or [str(i) for i in range(gpu_count)])[:gpu_count]
+    return [{"CUDA_VISIBLE_DEVICES": visible[i % len(visible)]} for i in range(n_workers)]
 
 
 def check_options(o: TuneOptions) -> None:
@@ -101,6 +118,7 @@ def _child(w: Worker, log: str) -> None:
 
     from adaptive_lb.progress import PlainTuneView
 
+    os.environ.update(w.env)  # before anything touches CUDA: torch reads CUDA_VISIBLE_DEVICES when CUDA starts
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with open(log, "a", buffering=1) as fh:
         sys.stdout = sys.stderr = fh
@@ -140,7 +158,11 @@ def _run_workers(study: Any, spec: TuneSpec, study_dir: Path, url: str, o: TuneO
     _threads(spec, o.n_jobs)  # the reference below trains in this process too
     deadline = time.time() + o.timeout if o.timeout else None
     shares = [o.trials // o.n_jobs + (i < o.trials % o.n_jobs) for i in range(o.n_jobs)]
-    workers = [Worker(spec, study.study_name, url, study_dir, n, i, o.n_jobs, deadline) for i, n in enumerate(shares)]
+    # worker 0 is this process, already on the first visible GPU (cuda:0); the others get theirs by environment
+    gpus = gpu_placement(o.n_jobs, spec.config(trial=True).train.device,
+                         torch.cuda.device_count() if torch.cuda.is_available() else 0, os.environ)
+    workers = [Worker(spec, study.study_name, url, study_dir, n, i, o.n_jobs, deadline, gpus[i])
+               for i, n in enumerate(shares)]
     header = (f"study '{study.study_name}' in {redact(url)} · {len(study.trials)} trials so far · device {device} · "
               f"{o.n_jobs} worker process(es) · {o.trials} trials this run")
     view = create_tune_view(header, o.quiet)
@@ -157,6 +179,8 @@ def _run_workers(study: Any, spec: TuneSpec, study_dir: Path, url: str, o: TuneO
             procs[-1].start()
         if procs:
             view.note(f"{len(procs)} more worker process(es); logs in {study_dir / 'logs'}")
+        if any(gpus):
+            view.note("GPUs: " + ", ".join(f"worker {i} on {g['CUDA_VISIBLE_DEVICES']}" for i, g in enumerate(gpus)))
         # this process trains the reference first (the others wait for it only at the end of their trial)
         st.reference_value(study, spec, study_dir, [st.ViewEcho(view, "ERM reference")])
         work(workers[0], view, study)
