@@ -9,7 +9,9 @@ an updated state; the controller damps and bounds them.
   ``-log e^{z_y} / (e^{z_y} + sum_{j != y} e^{z_j + delta_yj})``: a margin between the two classes that no
   per-class bias can imitate (a bias shifts a class against all others alike);
 - **confusion clusters**: classes joined when their symmetric confusion rate passes a threshold, so one
-  augmentation intensity is shared by a whole cluster and cannot become a cue that tells its members apart.
+  augmentation intensity is shared by a whole cluster and cannot become a cue that tells its members apart;
+- **confused-pair mixup** (SelMix, Ramasubramanian et al., ICLR 2024): images of a class below the mean are
+  blended with images of the classes they are confused with, keeping their own label.
 """
 
 from __future__ import annotations
@@ -64,3 +66,31 @@ def cluster_mean(values: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
     sums = torch.zeros(num, dtype=values.dtype).index_add_(0, clusters, values)
     sizes = torch.zeros(num, dtype=values.dtype).index_add_(0, clusters, torch.ones_like(values))
     return sums[clusters] / sizes[clusters]
+
+
+def pair_mix_target(gap: torch.Tensor, confusion: torch.Tensor, gain: float, cap: float) -> torch.Tensor:
+    """Blend probabilities ``(C, C)`` float64: row i = ``min(cap, gain * gap_i)+`` spread over the classes j that
+    class i is mistaken for, in proportion to ``r_ij`` (the share of class i's control images predicted as j).
+    ``gap`` ``(C,)`` in gap_scale units (> 0 below the mean); a class with no confusion gets an empty row."""
+    cm = confusion.double()
+    rates = (cm / cm.sum(dim=1, keepdim=True).clamp_min(1)).fill_diagonal_(0.0)  # (C, C) r_ij, i != j
+    share = rates / rates.sum(dim=1, keepdim=True).clamp_min(1e-12)            # (C, C) rows sum to 1 or 0
+    return (gain * gap.double()).clamp(0.0, cap)[:, None] * share
+
+
+def blend_confused_pairs(x: torch.Tensor, targets: torch.Tensor, pair_mix: torch.Tensor, mix_min: float,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images ``(B, ...)`` where image b of class i is, with probability ``pair_mix[i, j]``, blended with a random
+    image of class j from the same batch: ``lam x_b + (1 - lam) x_partner``, ``lam ~ U[mix_min, 1]``. Images whose
+    partner class is absent from the batch stay as they are. Labels are unchanged (the caller keeps ``targets``)."""
+    num, batch, dev = pair_mix.shape[0], len(targets), x.device
+    rows = pair_mix.to(dev, torch.float32)[targets]                                # (B, C)
+    stay = (1 - rows.sum(dim=1, keepdim=True)).clamp_min(0)                         # (B, 1)
+    partner_class = torch.multinomial(torch.cat([rows, stay], dim=1), 1, generator=generator)[:, 0]  # (B,); C = none
+    match = targets[None, :] == partner_class[:, None]                              # (B, B) candidate partners
+    scores = torch.rand(batch, batch, device=dev, generator=generator).masked_fill(~match, -1.0)
+    partner = scores.argmax(dim=1)                                                  # (B,) a random matching image
+    lam = mix_min + (1 - mix_min) * torch.rand(batch, device=dev, generator=generator)
+    lam = torch.where(match.any(dim=1) & (partner_class < num), lam, torch.ones_like(lam))  # (B,)
+    lam = lam.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    return lam * x + (1 - lam) * x[partner]

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from adaptive_lb.actuators import blend_confused_pairs
 from adaptive_lb.augment import TensorAugmenter, TextAugmenter
 from adaptive_lb.config import (
     AUG_OPS,
@@ -191,6 +192,7 @@ class RecallBalancer:
         cpu = ControlAction(*(t.detach().to("cpu", torch.float32) for t in action))
         self._on_device = {torch.device("cpu"): cpu}
         self._has_pair = bool(cpu.pair_margin.any())  # decided once here: no host sync per training batch
+        self._has_mix = bool(cpu.pair_mix.any())
         self._aug.copy_(cpu.aug_intensity)
 
     @property
@@ -237,6 +239,18 @@ class RecallBalancer:
         a = self.action_on(logits.device)
         offsets = a.logit_margin + a.pair_margin[targets] if self._has_pair else a.logit_margin  # (B, C) or (C,)
         return self.loss_fn(logits + offsets, targets, a.class_weights)
+
+    @property
+    def blends(self) -> bool:
+        """Whether the current action blends confused pairs (``controller.mix_gain``): then call ``blend``."""
+        return self._has_mix
+
+    def blend(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Confused-pair mixup of a training batch ``(B, ...)`` (images, normalised or not: the blend is affine) at
+        the current blend probabilities; labels stay ``targets``. Returns ``x`` itself when nothing is blended."""
+        if not self._has_mix:
+            return x
+        return blend_confused_pairs(x, targets, self.action_on(x.device).pair_mix, self.config.mix_min, generator)
 
     def augment(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """A batch augmented at each sample's class intensity: images ``(B, C_in, H, W)`` in [0, 1] (before
@@ -311,6 +325,9 @@ class RecallBalancer:
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly from ``state``; observations not yet stepped are dropped."""
         self.controller.load_state_dict(state["controller"])
-        self._set_action(ControlAction(*state["action"]))
+        action = list(state["action"])
+        if len(action) < len(ControlAction._fields):  # saved before confused-pair mixup existed: none
+            action.append(torch.zeros(self.num_classes, self.num_classes))
+        self._set_action(ControlAction(*action))
         self.steps, self.calibration_bias = int(state["steps"]), state.get("calibration_bias")
         self._observed = []

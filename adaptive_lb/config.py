@@ -173,6 +173,8 @@ class TrainConfig(Section):
     threads: int = knob(0, ge=0)                 # CPU threads for torch; 0 = torch's default
     test_every: int = knob(1, ge=0)  # evaluate the test split every N epochs (reported only); the last epoch
     # of a run always; 0 = the last epoch only (tune trials use 0: they never read the test split)
+    raw_every: int = knob(1, ge=0)   # with EMA on, also evaluate the live model every N epochs (the "raw" block
+    # of metrics.jsonl, reported only: ~4 % of a Fashion-MNIST epoch); the last epoch of a run always; 0 = last only
     # EMA of the weights and BatchNorm statistics, per optimiser step: ema <- d*ema + (1-d)*live after every
     # step; the EMA model is evaluated, read by the controller, saved and reported; 0 = off. Half-life in
     # steps = ln 0.5 / ln d (0.995: 138 steps, 0.65 of a 211-step Fashion-MNIST epoch)
@@ -286,6 +288,14 @@ class ControllerConfig(Section):
     cluster_threshold: float = knob(0.02, gt=0.0, lt=1.0)  # symmetric confusion rate that joins two classes
     bias_gain: float = knob(0.0, ge=0.0)      # integral law: each epoch the training offsets move by -bias_gain x
     # the control split's equalising biases (what calibration would add), bounded by margin_max; 0 = off
+    # confused-pair mixup (SelMix-style, Ramasubramanian et al., ICLR 2024): a training image of a class i below the
+    # mean TPR is blended with one of a class j it is confused with, x <- lam x + (1-lam) x_j, lam ~ U[mix_min, 1],
+    # label kept i: moves the i/j boundary through the features, which no per-class bias can do. Probability per
+    # image p_i = min(mix_cap, mix_gain x gap_i) (gap in gap_scale units), partner class j ~ the control split's
+    # confusion row i; damped like the other actuators; 0 = off. Images only (not text)
+    mix_gain: float = knob(0.0, ge=0.0)
+    mix_cap: float = knob(0.5, ge=0.0, le=1.0)   # largest share of a class's images that are blended
+    mix_min: float = knob(0.6, ge=0.0, le=1.0)   # smallest weight of an image's own content in a blend
 
     def check_combinations(self) -> None:
         if any(w <= 0 for w in self.weights):

@@ -32,7 +32,14 @@ from typing import NamedTuple, Protocol
 
 import torch
 
-from adaptive_lb.actuators import cluster_mean, confusion_clusters, dro_step, dro_weights, pair_margin_target
+from adaptive_lb.actuators import (
+    cluster_mean,
+    confusion_clusters,
+    dro_step,
+    dro_weights,
+    pair_margin_target,
+    pair_mix_target,
+)
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.errors import ConfigError, ConfigWarning, DataError
 from adaptive_lb.metrics import Measurement
@@ -47,6 +54,8 @@ class ControlAction(NamedTuple):
     logit_margin: torch.Tensor   # (C,) added to training logits (negative = handicap); 0 when unused
     pair_margin: torch.Tensor    # (C, C) symmetric, zero diagonal: row y is added to the training logits of a sample
     # of class y (a margin between y and each class it is confused with); 0 when unused
+    pair_mix: torch.Tensor       # (C, C) row i: probability that a training image of class i is blended with one of
+    # class j (confused-pair mixup, controller.mix_gain); rows sum to <= 1; 0 when unused
 
 
 class Controller(Protocol):
@@ -64,13 +73,13 @@ class Controller(Protocol):
 def neutral_action(num_classes: int) -> ControlAction:
     """Unit weights, no augmentation, no margins: plain ERM."""
     return ControlAction(torch.ones(num_classes), torch.zeros(num_classes), torch.zeros(num_classes),
-                         torch.zeros(num_classes, num_classes))
+                         torch.zeros(num_classes, num_classes), torch.zeros(num_classes, num_classes))
 
 
-def top_pairs(pair: torch.Tensor, k: int | None = None) -> list[list]:
-    """The largest pairwise margins of a symmetric ``(C, C)`` matrix as ``[[i, j, delta], ...]`` (i < j, delta > 0),
+def top_pairs(pair: torch.Tensor, k: int | None = None, symmetric: bool = True) -> list[list]:
+    """The largest entries of a ``(C, C)`` matrix as ``[[i, j, value], ...]`` (value > 0; i < j when ``symmetric``),
     at most ``k`` (default 2C) of them: what an epoch record keeps (a full matrix would be C^2 numbers)."""
-    upper = torch.triu(pair.detach().float().cpu(), diagonal=1)
+    upper = torch.triu(pair.detach().float().cpu(), diagonal=1) if symmetric else pair.detach().float().cpu()
     nonzero = int((upper > 0).sum())
     if not nonzero:
         return []
@@ -161,7 +170,7 @@ class DampedController:
     """The closed loop (see the module docstring); ``cdb`` is this with damping 1 and weights only."""
 
     passes = 1
-    STATE = ("log_w", "aug", "margin", "integral", "log_q", "pair", "bias_offset")
+    STATE = ("log_w", "aug", "margin", "integral", "log_q", "pair", "bias_offset", "mix")
 
     def __init__(self, num_classes: int, cfg: ControllerConfig) -> None:
         self.cfg, self.num_classes = cfg, num_classes
@@ -173,6 +182,7 @@ class DampedController:
         self.log_q = zeros.clone()        # (C,) class-DRO log distribution (weight_law=dro)
         self.pair = torch.zeros(num_classes, num_classes, dtype=torch.float64)  # (C, C) pairwise margins
         self.bias_offset = zeros.clone()  # (C,) integral of -bias_gain x equalising biases
+        self.mix = torch.zeros(num_classes, num_classes, dtype=torch.float64)  # (C, C) confused-pair blend probs
         # anti-windup: past this the integral alone already pins a weight to its bound
         self.integral_max = math.log(cfg.w_max / cfg.w_min) / cfg.integral_gain if cfg.integral_gain else 0.0
 
@@ -228,23 +238,28 @@ class DampedController:
         if c.pair_gain:
             target = pair_margin_target(m.confusion, c.pair_gain, c.pair_deadband, c.pair_max)
             self.pair = ((1 - c.damping) * self.pair + c.damping * target).clamp(0, c.pair_max)
+        if c.mix_gain:  # convex combination of row-substochastic matrices: rows stay <= 1
+            self.mix = (1 - c.damping) * self.mix + c.damping * pair_mix_target(gap, m.confusion, c.mix_gain, c.mix_cap)
 
     def _action(self) -> ControlAction:
         margin = (self.margin + self.bias_offset).clamp(-self.cfg.margin_max, self.cfg.margin_max)
-        return ControlAction(self.log_w.exp().float(), self.aug.float(), margin.float(), self.pair.float())
+        return ControlAction(self.log_w.exp().float(), self.aug.float(), margin.float(), self.pair.float(),
+                             self.mix.float())
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k).clone() for k in self.STATE}
 
     def load_state_dict(self, state: dict) -> None:
         for k in self.STATE:
-            setattr(self, k, state[k].clone().double())
+            if k in state:  # checkpoints from before an actuator existed keep its neutral start
+                setattr(self, k, state[k].clone().double())
 
 
 def _cdb(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> DampedController:
     """The published CDB baseline: weights ``(1 - tpr)^tau`` every epoch, no damping, no other actuator."""
     published = dataclasses.replace(cfg, weight_fn="cdb", weight_law="damped", damping=1.0, integral_gain=0.0,
-                                    aug_gain=0.0, margin_gain=0.0, pair_gain=0.0, bias_gain=0.0)
+                                    aug_gain=0.0, margin_gain=0.0, pair_gain=0.0, bias_gain=0.0,
+                                    mix_gain=0.0)
     return DampedController(len(train_counts), published)
 
 

@@ -8,7 +8,8 @@ one hand-picked point:
   raw model), scored on ``select`` and on the test split (predictions kept for the bootstrap);
 - ``pareto_front``: the points no other point beats on both axes;
 - ``pick_on_select``: the operating point a user would choose without the test split: the best ``select``
-  worst-class TPR among points whose ``select`` accuracy stays within a tolerance of a reference;
+  worst-class TPR among points whose ``select`` accuracy stays within a tolerance of a reference, both read
+  cross-fitted (biases fitted on one half of ``select``, scored on the other);
 - ``paired_bootstrap``: a confidence interval for the difference of two methods' test metric, resampling test
   images jointly (the same resample for both methods and every seed), so the pairing is kept.
 """
@@ -30,18 +31,48 @@ def split_metrics(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
             "tpr_std": float(tpr.std(unbiased=False)), "balanced_accuracy": float(tpr.mean())}
 
 
+def stratified_folds(labels: torch.Tensor, folds: int = 2, seed: int = 0) -> torch.Tensor:
+    """Fold index ``(N,)`` of each sample: every class's samples shuffled (seeded) and dealt out in turn, so
+    each fold holds every class in (almost) equal shares."""
+    gen = torch.Generator().manual_seed(seed)
+    fold = torch.empty(len(labels), dtype=torch.long)
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c)[:, 0]
+        fold[idx[torch.randperm(len(idx), generator=gen)]] = torch.arange(len(idx)) % folds
+    return fold
+
+
+def cross_fitted_predictions(logits: torch.Tensor, labels: torch.Tensor, sweeps: int, spread_weight: float,
+                             folds: int = 2) -> torch.Tensor:
+    """Predictions ``(N,)`` of ``argmax(logits + b)`` where each sample's biases were fitted on the other folds
+    only: an honest score for a calibration that is fitted and judged on the same split."""
+    fold = stratified_folds(labels, folds)
+    pred = torch.empty(len(labels), dtype=torch.long)
+    for k in range(folds):
+        fit, held = fold != k, fold == k
+        bias = equalising_biases(logits[fit], labels[fit], sweeps, spread_weight)
+        pred[held] = (logits[held] + bias).argmax(dim=1)
+    return pred
+
+
 def calibration_sweep(select: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                       spread_weights: Sequence[float], sweeps: int = 8) -> list[dict]:
     """One point per spread weight: biases fitted on ``select`` (logits ``(N, C)``, labels ``(N,)``), metrics of
-    ``argmax(logits + b)`` on select and test, and the test predictions ``(M,)``. Spread weight 0 = no bias."""
+    ``argmax(logits + b)`` on select and test, and the test predictions ``(M,)``. Spread weight 0 = no bias.
+
+    ``select`` scores the biases on the samples they were fitted on, which flatters them (seen on full
+    Fashion-MNIST: select accuracy up, test accuracy down); ``select_cv`` scores each select sample with biases
+    fitted on the other half of select (2-fold, stratified), which is what ``pick_on_select`` reads."""
     (zs, ys), (zt, yt) = select, test
     num = zs.shape[1]
     out = []
     for sw in spread_weights:
         bias = equalising_biases(zs, ys, sweeps, sw) if sw > 0 else torch.zeros(num)
         pred_s, pred_t = (zs + bias).argmax(dim=1), (zt + bias).argmax(dim=1)
+        pred_cv = cross_fitted_predictions(zs, ys, sweeps, sw) if sw > 0 else pred_s
         out.append({"spread_weight": sw, "bias": bias.tolist(), "select": split_metrics(pred_s, ys, num),
-                    "test": split_metrics(pred_t, yt, num), "test_pred": pred_t})
+                    "select_cv": split_metrics(pred_cv, ys, num), "test": split_metrics(pred_t, yt, num),
+                    "test_pred": pred_t})
     return out
 
 
@@ -56,13 +87,14 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def pick_on_select(points: Sequence[dict], min_accuracy: float) -> int:
-    """Index of the point with the best ``select`` worst-class TPR among those with ``select`` accuracy >=
-    ``min_accuracy`` (the most accurate point when none qualifies). Never looks at the test split."""
-    ok = [i for i, p in enumerate(points) if p["select"]["accuracy"] >= min_accuracy]
+def pick_on_select(points: Sequence[dict], min_accuracy: float, split: str = "select_cv") -> int:
+    """Index of the point with the best worst-class TPR on ``split`` among those with accuracy >=
+    ``min_accuracy`` there (the most accurate point when none qualifies). Never looks at the test split.
+    ``select_cv`` (default): the cross-fitted select scores of ``calibration_sweep``; ``select``: in-sample."""
+    ok = [i for i, p in enumerate(points) if p[split]["accuracy"] >= min_accuracy]
     if not ok:
-        return max(range(len(points)), key=lambda i: points[i]["select"]["accuracy"])
-    return max(ok, key=lambda i: (points[i]["select"]["worst_tpr"], points[i]["select"]["accuracy"]))
+        return max(range(len(points)), key=lambda i: points[i][split]["accuracy"])
+    return max(ok, key=lambda i: (points[i][split]["worst_tpr"], points[i][split]["accuracy"]))
 
 
 def paired_bootstrap(preds_a: Sequence[torch.Tensor], preds_b: Sequence[torch.Tensor], labels: torch.Tensor,

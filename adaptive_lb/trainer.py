@@ -90,6 +90,9 @@ class Trainer:
         self.data = data.to(self.device)
         self.train_counts = class_counts(data.train.y.cpu(), data.num_classes)  # (C,) drives count weights, LDAM
         check_sampler(data.train.y, data.num_classes, cfg.data.sampler, data.class_names)
+        if data.is_text and cfg.controller.mix_gain:
+            raise ConfigError("controller.mix_gain blends images; these are text codes: set controller.mix_gain=0 "
+                              "(per-class character edits are augment.ops for text)")
         # the controller path (loss under the action, controller update, calibration fit): the public API's object
         self.balancer = RecallBalancer.from_config(cfg, class_names=data.class_names, train_counts=self.train_counts)
         # evaluation loaders: every sample once, in order, unaugmented ("train" too, for `eval --split train`)
@@ -174,18 +177,20 @@ class Trainer:
         loss, images = self.train_one_epoch(epoch)
         t1 = time.perf_counter()
         self.balancer.observe(*self._split_logits("heldout"))  # the control split
-        select = {"select": self.confusion("select")} if self.data.select is not None else {}
         t2 = time.perf_counter()
         self.balancer.step()  # the controller update from the control split's Measurement
-        cms = {"heldout": self.balancer.last_measurement.confusion, **select}
+        cms = {"heldout": self.balancer.last_measurement.confusion}
         t3 = time.perf_counter()
-        every = self.cfg.train.test_every
-        with_test = (epoch + 1) % per_pass == 0 or bool(every and (epoch + 1) % every == 0)
+        if self.data.select is not None:  # choices and tune's objective, never the controller: not the loop's cost
+            cms["select"] = self.confusion("select")
+        t4 = time.perf_counter()
+        with_test = self._due(epoch, self.cfg.train.test_every)
         if with_test:  # else skipped (train.test_every): the test split is reported only
             cms["test"] = self.confusion("test")
-        t4 = time.perf_counter()
-        raw = self._raw_metrics(with_test) if self.ema is not None else None
         t5 = time.perf_counter()
+        raw = self._raw_metrics(with_test) if self.ema is not None and self._due(epoch, self.cfg.train.raw_every) \
+            else None
+        t6 = time.perf_counter()
         self.epoch += 1
         self.last_confusion = {"test": None, **{split: cm.tolist() for split, cm in cms.items()}}  # (C, C) each
         blocks = {split: self._block(cm, split) for split, cm in cms.items()}
@@ -196,15 +201,22 @@ class Trainer:
             "test": blocks.get("test"),
             "class_weights": applied.class_weights.tolist(), "aug_intensity": applied.aug_intensity.tolist(),
             "logit_margin": applied.logit_margin.tolist(), "pair_margin": top_pairs(applied.pair_margin),
+            **({"pair_mix": top_pairs(applied.pair_mix, symmetric=False)} if self.cfg.controller.mix_gain else {}),
             # disjoint phases that add up to the epoch ("ema" and "raw_eval" only with EMA on)
             "time_s": {"train": t1 - t0 - self._ema_s, "heldout_eval": t2 - t1, "control": t3 - t2,
-                       "test_eval": t4 - t3},
+                       **({"select_eval": t4 - t3} if "select" in cms else {}), "test_eval": t5 - t4},
             "train_images_per_s": images / max(t1 - t0, 1e-9),
         }
-        if raw is not None:  # EMA on: the numbers above are the EMA model's, these the live model's
-            self.last_record["raw"] = raw
-            self.last_record["time_s"].update(ema=self._ema_s, raw_eval=t5 - t4)
+        if self.ema is not None:  # EMA on: the numbers above are the EMA model's; "raw" the live model's
+            self.last_record["time_s"].update(ema=self._ema_s, raw_eval=t6 - t5)
+            if raw is not None:
+                self.last_record["raw"] = raw
         return self.last_record
+
+    def _due(self, epoch: int, every: int) -> bool:
+        """Whether a reporting-only evaluation runs after ``epoch`` (0-based): every ``every`` epochs, and
+        always on the last epoch of a pass; ``every`` 0 = the last epoch only."""
+        return (epoch + 1) % self.cfg.train.epochs == 0 or bool(every and (epoch + 1) % every == 0)
 
     def _block(self, cm: torch.Tensor, split: str) -> dict:
         """The headline metrics (``SUMMARY_KEYS``) of one split's ``(C, C)`` confusion matrix."""
@@ -230,6 +242,7 @@ class Trainer:
         last = len(self.train_loader) - 1
         self._ema_s = 0.0  # seconds spent in EMA updates this epoch (launch time only on an async device)
         for i, (xb, yb) in enumerate(self.train_loader.batches(gen, self.action.aug_intensity)):
+            xb = self.balancer.blend(xb, yb)  # confused-pair mixup (controller.mix_gain); xb itself when off
             with self._autocast():
                 logits = self.model(xb)  # (B, C)
             loss = self.balancer.loss(logits, yb)  # weights, offsets and pair margins of the current action

@@ -8,7 +8,8 @@ scored on select and test. A method's point set is every (knob value, spread wei
 seeds; its frontier is the non-dominated subset on test (reported, never used to choose).
 
 The headline is chosen without the test split: for each method, the (knob, spread weight) point with the best
-select worst-class TPR among those whose select accuracy is within ``--tolerance`` of raw ERM's; its test
+select worst-class TPR among those whose select accuracy is within ``--tolerance`` of raw ERM's, both scored
+cross-fitted (biases fitted on one half of select, scored on the other); its test
 numbers are compared with ERM + calibration's pick by a paired, class-stratified bootstrap over test images.
 
     .venv/bin/python bench/frontier.py --suite fashion_mnist --seeds 0 1 2 --jobs 2
@@ -60,6 +61,9 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
             for g in (-0.2, 0.2, 0.5)}),
         "loop_bias_integral": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"controller.bias_gain={k}"]
                                                                 for k in (0.1, 0.3)}),
+        # confused-pair mixup (SelMix-style): hard-class images blended with their confusers', label kept
+        "loop_pair_mix": (["configs/fashion_mnist.yaml"], {f"g{g}": [f"controller.mix_gain={g}"]
+                                                           for g in (0.05, 0.1, 0.2)}),
     },
     "fashion_mnist_lt100": {
         ERM: (["configs/fashion_mnist_lt100.yaml", "configs/methods/erm.yaml"], {"off": []}),
@@ -85,6 +89,11 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
 }
 
 
+# the accuracy a pick may give up against raw ERM (on select): the budgets of issue 16's targets, set before
+# any run (balanced Fashion-MNIST: ERM - 0.3 pp; names: ERM - 1 pp; the LT target has no accuracy budget)
+TOLERANCE = {"fashion_mnist": 0.003, "fashion_mnist_lt100": 0.003, "synthetic": 0.003, "names": 0.01}
+
+
 def run_dir(runs: Path, method: str, value: str, seed: int) -> Path:
     return runs / method / value / f"seed{seed}"
 
@@ -93,7 +102,9 @@ def sweep(path: Path) -> list[dict]:
     """The run's calibration sweep (cached in ``frontier.pt`` beside its checkpoint)."""
     cache = path / "frontier.pt"
     if cache.is_file():
-        return torch.load(cache, weights_only=True)
+        points = torch.load(cache, weights_only=True)
+        if all("select_cv" in p for p in points):  # caches made before cross-fitting are recomputed
+            return points
     from adaptive_lb.data import build_data
     from adaptive_lb.rundir import RunDir
     from adaptive_lb.trainer import Trainer
@@ -135,7 +146,8 @@ def collect(suite: str, methods: list[str], seeds: list[int], runs: Path,
 
 def mean_point(per_seed: list[dict]) -> dict:
     """Mean over seeds of the select and test metrics of one (value, spread weight) point."""
-    return {split: {k: statistics.fmean(p[split][k] for p in per_seed) for k in KEYS} for split in ("select", "test")}
+    return {split: {k: statistics.fmean(p[split][k] for p in per_seed) for k in KEYS}
+            for split in ("select", "select_cv", "test")}
 
 
 def analyse(points: dict, labels: torch.Tensor, tolerance: float) -> dict:
@@ -163,15 +175,18 @@ def analyse(points: dict, labels: torch.Tensor, tolerance: float) -> dict:
 def markdown(suite: str, res: dict, meta: dict) -> str:
     """The headline table (select-chosen picks, test numbers, paired intervals) and every method's frontier."""
     lines = [f"# Frontier: {suite}", "", f"`{meta['command']}`", "", f"{meta['machine']}; {meta['wall_min']:.1f} min; "
-             f"seeds {meta['seeds']}. Picks are chosen on `select` (best select worst-class TPR with select "
-             f"accuracy >= raw ERM's - {meta['tolerance']:g}: {res['select_accuracy_floor']:.4f}); test is read "
-             "only to report them.", "",
-             "| method | pick (knob, spread weight) | test accuracy | worst-class TPR | TPR std | "
-             "Δ worst vs ERM+cal. [95 % CI] | Δ accuracy vs ERM+cal. [95 % CI] |", "|---|---|---:|---:|---:|---:|---:|"]
+             f"seeds {meta['seeds']}. Picks are chosen on `select`, cross-fitted (biases fitted on one half of "
+             f"select, scored on the other, both ways): best select worst-class TPR with select accuracy >= raw "
+             f"ERM's - {meta['tolerance']:g}: {res['select_accuracy_floor']:.4f}. Test is read only to report them.",
+             "", "| method | pick (knob, spread weight) | select acc / worst (cross-fitted, chose it) | "
+             "test accuracy | worst-class TPR | TPR std | Δ worst vs ERM+cal. [95 % CI] | "
+             "Δ accuracy vs ERM+cal. [95 % CI] |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for method, m in res["methods"].items():
         p, b = m["pick"], m["vs_erm_calibrated"]
         ci = {k: f"{b[k]['difference']:+.4f} [{b[k]['low']:+.4f}, {b[k]['high']:+.4f}]" for k in b}
-        lines.append(f"| {method} | {p['value']}, {p['spread_weight']:g} | {p['test']['accuracy']:.4f} | "
+        lines.append(f"| {method} | {p['value']}, {p['spread_weight']:g} | {p['select_cv']['accuracy']:.4f} / "
+                     f"{p['select_cv']['worst_tpr']:.3f} | {p['test']['accuracy']:.4f} | "
                      f"{p['test']['worst_tpr']:.4f} | {p['test']['tpr_std']:.4f} | {ci['worst_tpr']} | "
                      f"{ci['accuracy']} |")
     lines += ["", "Frontiers (test means over seeds; non-dominated in accuracy and worst-class TPR):", ""]
@@ -219,13 +234,15 @@ def main() -> None:
     ap.add_argument("--suite", default="fashion_mnist", choices=list(SUITES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one CPU thread)")
-    ap.add_argument("--tolerance", type=float, default=0.003, help="select accuracy a pick may give up vs raw ERM")
+    ap.add_argument("--tolerance", type=float, help="select accuracy a pick may give up vs raw ERM (default: the "
+                    "suite's, TOLERANCE)")
     ap.add_argument("--tag", default="", help="suffix of the run folder and result files (e.g. subset)")
     ap.add_argument("--methods", nargs="+", help="a subset of the suite's methods (erm is always run)")
     ap.add_argument("--values", nargs="+", help="only these knob value labels (e.g. s1 s2): stage a long sweep")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.ema_decay=0.995")
     args = ap.parse_args()
     suite = SUITES[args.suite]
+    args.tolerance = TOLERANCE[args.suite] if args.tolerance is None else args.tolerance
     methods = [ERM, *[m for m in (args.methods or suite) if m != ERM]]
     unknown = set(args.methods or []) - set(suite)
     unknown |= set(args.values or []) - {v for m in methods for v in suite[m][1]}
@@ -234,6 +251,7 @@ def main() -> None:
     stem = f"frontier_{args.suite}" + (f"_{args.tag}" if args.tag else "")
     runs = ROOT / "runs" / stem
     jobs = [(m, v, s) for s in args.seeds for m in methods for v in knob_values(args.suite, m, args.values)]
+    todo = [j for j in jobs if not (run_dir(runs, *j) / "summary.json").is_file()]
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: train_run(run_dir(runs, *j), suite[j[0]][0],
@@ -246,6 +264,8 @@ def main() -> None:
                        f"{args.jobs} at a time",
             "wall_min": (time.perf_counter() - start) / 60, "tolerance": args.tolerance}
     out = ROOT / "bench" / "results" / stem
+    if not todo and out.with_suffix(".json").is_file():  # re-rendered from finished runs: keep the training time
+        meta["wall_min"] = json.loads(out.with_suffix(".json").read_text())["wall_min"]
     out.with_suffix(".json").write_text(json.dumps({**meta, **res}, indent=1))
     out.with_suffix(".md").write_text(markdown(args.suite, res, meta))
     label = f"{args.suite} ({args.tag})" if args.tag else args.suite

@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from adaptive_lb.actuators import (
+    blend_confused_pairs,
     cluster_mean,
     confusion_clusters,
     confusion_rates,
     dro_step,
     dro_weights,
     pair_margin_target,
+    pair_mix_target,
 )
 from adaptive_lb.config import ControllerConfig
 from adaptive_lb.controllers import create_controller
@@ -124,3 +126,35 @@ def test_bias_integral_moves_calibration_into_negative_offsets_for_the_class_it_
                             torch.full((3,), 100), 10)
     offsets = [ctl.update(e, Measurement(logits, labels)).logit_margin[2].item() for e in range(3)]
     assert offsets[0] < 0 and offsets[2] < offsets[1] < offsets[0]  # an integral: it keeps pushing
+
+
+def test_pair_mix_target_by_hand():
+    # TPR 0.80, 0.90, 0.95, 0.95, 1.00: mean 0.92, gaps / 0.05 = 2.4, 0.4, -0.6, -0.6, -1.6
+    tpr = torch.tensor([0.80, 0.90, 0.95, 0.95, 1.00], dtype=torch.float64)
+    target = pair_mix_target((tpr.mean() - tpr) / 0.05, CM, gain=0.1, cap=0.2)
+    expect = torch.zeros(5, 5, dtype=torch.float64)
+    expect[0, 1], expect[1, 0] = 0.2, 0.04  # class 0: 0.24 capped at 0.2, all on class 1 (its only confusion)
+    assert torch.allclose(target, expect)
+
+
+def test_blend_keeps_labels_and_blends_only_hard_class_images_with_their_confuser():
+    y = torch.tensor([0] * 50 + [1] * 50 + [2] * 20)
+    x = y.float().view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()  # every image is its class index, constant
+    mix = torch.zeros(3, 3)
+    mix[0, 1] = 1.0  # every class-0 image is blended with a class-1 image
+    gen = torch.Generator().manual_seed(0)
+    out = blend_confused_pairs(x, y, mix, mix_min=0.6, generator=gen)
+    zero = out[y == 0].flatten()
+    assert ((zero > 0) & (zero <= 0.4 + 1e-6)).all()  # lam x_0 + (1 - lam) x_1 = 1 - lam, lam in [0.6, 1]
+    assert torch.equal(out[y != 0], x[y != 0])  # the other classes untouched
+    assert torch.equal(blend_confused_pairs(x, y, torch.zeros(3, 3), 0.6, gen), x)  # nothing to blend
+    alone = y != 1  # the partner class missing from the batch: nothing blended
+    assert torch.equal(blend_confused_pairs(x[alone], y[alone], mix, 0.6, gen), x[alone])
+
+
+def test_pair_mixing_grows_on_the_hard_class_towards_its_confuser_only():
+    actions = run(dataclasses.replace(LOOP, mix_gain=0.1, mix_cap=0.2), measurement_of(CM))
+    first, last = actions[0].pair_mix, actions[-1].pair_mix
+    assert last[0, 1] > first[0, 1] > 0 and last[0, 1] == pytest.approx(0.2 * (1 - 0.5 ** 4), abs=1e-6)
+    assert last.sum() == pytest.approx(float(last[0, 1] + last[1, 0]))  # nothing outside the confused pair
+    assert (last.sum(dim=1) <= 0.2 + 1e-6).all()

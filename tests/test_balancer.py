@@ -219,3 +219,13 @@ def test_distributed_step_gathers_all_ranks_like_one_process(tmp_path):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert actions_equal(ControlAction(*got["action"]), one.action)
         assert got["stats"] == stats and torch.equal(got["bias"], bias)
+
+
+def test_a_state_saved_before_pair_mixing_existed_still_loads():
+    one = RecallBalancer(3, "damped", warmup_epochs=0)
+    state = one.state_dict()
+    state["action"] = state["action"][:4]  # (weights, aug, offsets, pair margins): the old layout
+    del state["controller"]["mix"]
+    two = RecallBalancer(3, "damped", warmup_epochs=0)
+    two.load_state_dict(state)
+    assert not two.blends and torch.equal(two.action.pair_mix, torch.zeros(3, 3))

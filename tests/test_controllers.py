@@ -34,8 +34,9 @@ def tpr_stream(seed, n=12):
 
 
 def check_action(a: ControlAction):
-    w, aug, m, pair = a
-    assert w.shape == aug.shape == m.shape == (C,) and pair.shape == (C, C)
+    w, aug, m, pair, mix = a
+    assert w.shape == aug.shape == m.shape == (C,) and pair.shape == mix.shape == (C, C)
+    assert (mix >= 0).all() and not mix.diagonal().any() and (mix.sum(dim=1) <= 1 + 1e-6).all()
     assert torch.equal(pair, pair.t()) and not pair.diagonal().any() and (pair >= 0).all()
     assert torch.isfinite(w).all() and (w > 0).all() and abs(w.mean().item() - 1) < 1e-5
     assert ((aug >= 0) & (aug <= 1)).all()

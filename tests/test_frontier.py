@@ -4,7 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select, split_metrics
+from adaptive_lb.frontier import (
+    calibration_sweep,
+    cross_fitted_predictions,
+    paired_bootstrap,
+    pareto_front,
+    pick_on_select,
+    split_metrics,
+    stratified_folds,
+)
+from adaptive_lb.posthoc import equalising_biases
 
 
 def test_pareto_front_by_hand():
@@ -17,8 +26,36 @@ def test_pick_on_select_never_reads_test():
     points = [{"select": {"accuracy": 0.92, "worst_tpr": 0.70}, "test": {"worst_tpr": 0.99}},
               {"select": {"accuracy": 0.91, "worst_tpr": 0.80}, "test": {"worst_tpr": 0.10}},
               {"select": {"accuracy": 0.88, "worst_tpr": 0.90}, "test": {"worst_tpr": 0.99}}]
-    assert pick_on_select(points, 0.905) == 1  # best select worst-class TPR within the accuracy floor
-    assert pick_on_select(points, 0.95) == 0   # nothing qualifies: the most accurate point
+    assert pick_on_select(points, 0.905, "select") == 1  # best select worst-class TPR within the accuracy floor
+    assert pick_on_select(points, 0.95, "select") == 0   # nothing qualifies: the most accurate point
+    # by default the cross-fitted select scores decide: point 1's in-sample gain does not survive them
+    for p, cv in zip(points, ({"accuracy": 0.92, "worst_tpr": 0.70}, {"accuracy": 0.90, "worst_tpr": 0.72},
+                              {"accuracy": 0.88, "worst_tpr": 0.75}), strict=True):
+        p["select_cv"] = cv
+    assert pick_on_select(points, 0.905) == 0
+
+
+def test_stratified_folds_halve_every_class():
+    labels = torch.tensor([0] * 7 + [1] * 4 + [2] * 1)
+    fold = stratified_folds(labels, 2, seed=3)
+    assert [int(((labels == c) & (fold == 0)).sum()) for c in range(3)] == [4, 2, 1]  # dealt out in turn
+    assert torch.equal(fold, stratified_folds(labels, 2, seed=3)) and set(fold.tolist()) == {0, 1}
+
+
+def test_cross_fitting_removes_the_optimism_of_an_in_sample_calibration():
+    """Logits with no class signal in the biases: fitting biases on the same samples "finds" a gain on them
+    that the cross-fitted score (biases fitted on the other half) does not."""
+    labels = torch.arange(10).repeat_interleave(60)
+    gains = []
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        logits = torch.randn(600, 10, generator=g) + F.one_hot(labels, 10) * 1.0
+        in_sample = split_metrics((logits + equalising_biases(logits, labels, 8, 1.0)).argmax(1), labels, 10)
+        cross = split_metrics(cross_fitted_predictions(logits, labels, 8, 1.0), labels, 10)
+        raw = split_metrics(logits.argmax(1), labels, 10)
+        assert in_sample["worst_tpr"] > raw["worst_tpr"] and in_sample["tpr_std"] < cross["tpr_std"]
+        gains.append(in_sample["worst_tpr"] - cross["worst_tpr"])
+    assert sum(gains) / len(gains) > 0.04  # seen: 0.033, 0.050, 0.100, 0.067
 
 
 def test_split_metrics_by_hand():
@@ -53,3 +90,6 @@ def test_calibration_sweep_raw_point_is_the_model_and_calibration_evens_select()
     assert raw["bias"] == [0.0, 0.0, 0.0] and torch.equal(raw["test_pred"], test_logits.argmax(dim=1))
     assert calibrated["select"]["worst_tpr"] > raw["select"]["worst_tpr"] + 0.1
     assert calibrated["test"]["worst_tpr"] > raw["test"]["worst_tpr"]  # the biases carry over to unseen data
+    # a real under-prediction survives cross-fitting; the raw point has nothing to fit
+    assert calibrated["select_cv"]["worst_tpr"] > raw["select_cv"]["worst_tpr"] + 0.1
+    assert raw["select_cv"] == raw["select"]

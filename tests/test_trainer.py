@@ -6,7 +6,7 @@ from conftest import NAMES_SECTIONS
 
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.data import build_data
-from adaptive_lb.errors import NonFiniteLossError
+from adaptive_lb.errors import ConfigError, NonFiniteLossError
 from adaptive_lb.rundir import RunDir, RunDirWriter
 from adaptive_lb.trainer import Trainer
 
@@ -287,6 +287,30 @@ def test_with_ema_the_record_is_the_ema_models_and_raw_the_live_models(tmp_path,
     assert all(torch.equal(v, state["ema"]["module"][k]) for k, v in trainer.ema.module.state_dict().items())
 
 
+class FullRecords(Callback):
+    def __init__(self):
+        self.records = []
+
+    def on_epoch_end(self, trainer, record):
+        self.records.append(record)
+
+
+def test_raw_every_skips_the_live_models_evaluation_but_not_the_last_epoch_and_changes_nothing_else(make_config):
+    """train.raw_every=0: the live model is evaluated on the last epoch only; the EMA run is otherwise identical."""
+    runs = {}
+    for every in (1, 0):
+        cfg = make_config(train={"epochs": 3, "ema_decay": 0.9, "raw_every": every}, controller=LOOP)
+        keep = FullRecords()
+        Trainer(cfg, build_data(cfg.data, 0), [keep]).fit()
+        runs[every] = keep.records
+    assert ["raw" in r for r in runs[0]] == [False, False, True] and all("raw" in r for r in runs[1])
+    assert runs[0][-1]["raw"] == runs[1][-1]["raw"]  # evaluating the live model reads and changes nothing
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert (a["heldout"], a.get("select"), a["class_weights"]) == (b["heldout"], b.get("select"),
+                                                                       b["class_weights"])
+        assert "raw_eval" in a["time_s"]
+
+
 def test_without_ema_nothing_changes_in_the_record(make_config):
     trainer = Trainer(make_config(train={"epochs": 1}), build_data(make_config().data, 0))
     trainer.fit()
@@ -325,3 +349,21 @@ def test_two_pass_starts_a_fresh_ema_with_the_fresh_model(make_config):
     first = trainer.ema
     trainer.fit()
     assert trainer.ema is not first and trainer.ema.updates == 2 * len(trainer.train_loader)  # pass 2's steps only
+
+
+def test_confused_pair_mixing_blends_training_images_and_is_recorded(make_config):
+    """mix_gain > 0: once the loop acts, the record names the blended pairs and training differs from the loop
+    without it; text data refuses it."""
+    runs = {}
+    for gain in (0.0, 0.5):
+        cfg = make_config(train={"epochs": 3}, controller={**LOOP, "warmup_epochs": 1, "mix_gain": gain})
+        keep = FullRecords()
+        Trainer(cfg, build_data(cfg.data, 0), [keep]).fit()
+        runs[gain] = keep.records
+    assert "pair_mix" not in runs[0.0][-1] and runs[0.5][0]["pair_mix"] == []  # epoch 1 trained unblended
+    assert runs[0.5][-1]["pair_mix"] and all(p[2] > 0 for p in runs[0.5][-1]["pair_mix"])
+    assert runs[0.5][0]["heldout"] == runs[0.0][0]["heldout"]
+    assert runs[0.5][-1]["train_loss"] != runs[0.0][-1]["train_loss"]
+    names = make_config(**{**NAMES_SECTIONS, "controller": {"name": "damped", "mix_gain": 0.1}})
+    with pytest.raises(ConfigError, match=r"^controller.mix_gain blends images; these are text codes"):
+        Trainer(names, build_data(names.data, 0))
