@@ -6,6 +6,7 @@ Bad input (config, data, run dir) ends with one line on stderr and exit code 2, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -21,18 +22,23 @@ def _fail(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
+def is_main() -> bool:
+    """Rank 0 of a torchrun job, or a single process: the one that prints (no torch import: ``--help`` stays fast)."""
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
 def _warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train from a config (plus dotted overrides), or continue a run with ``--resume``."""
-    from adaptive_lb.config import dump_config, load_config
-    from adaptive_lb.data import build_data
-    from adaptive_lb.integrations import create_loggers
-    from adaptive_lb.progress import create_progress
-    from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir, resume_config
-    from adaptive_lb.trainer import Trainer
+class OtherRankError(UserError):
+    """Another process of a multi-process run stopped on bad input (it printed nothing: only rank 0 speaks)."""
+
+
+def _train_config(args: argparse.Namespace) -> tuple:
+    """(configs, overrides, cfg, run or None) of ``train``; bad input raises before anything is written."""
+    from adaptive_lb.config import load_config
+    from adaptive_lb.rundir import RunDir, resume_config
 
     configs = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
@@ -41,32 +47,107 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RunDirError("--resume continues a run with its own config.yaml: drop the config file(s) and "
                               "--out (only train.device, train.threads and train.loggers may be given)")
         run = RunDir.open(args.resume)
-        cfg = resume_config(run.config(), overrides)
-    else:
-        if not configs:
-            raise UserError("train needs a config file, e.g. 'adaptive-lb train configs/fashion_mnist.yaml'")
-        cfg = load_config(configs, overrides)
-    if args.print_config:
-        print(dump_config(cfg), end="", flush=True)
-        return 0
-    # Everything that can fail on bad input happens before the run dir is written.
-    if args.resume:
         if run.has_summary():
             raise RunDirError(f"'{run.path}' has finished (summary.json written): nothing to resume; "
                               f"see '{PROG} eval {run.path}' or '{PROG} report {run.path}'")
-        state = run.load_checkpoint()
-    data = build_data(cfg.data, cfg.train.seed)
-    path = run.path if args.resume else Path(args.out or default_run_dir(configs))
-    loggers = create_loggers(cfg.train.loggers, path)  # a missing package fails here, before anything is written
+        return configs, overrides, resume_config(run.config(), overrides), run
+    if not configs:
+        raise UserError("train needs a config file, e.g. 'adaptive-lb train configs/fashion_mnist.yaml'")
+    return configs, overrides, load_config(configs, overrides), None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from a config (plus dotted overrides), or continue a run with ``--resume``; ``--nproc N`` (or
+    torchrun) trains in N processes, rank 0 writing the run dir."""
+    from adaptive_lb import distributed as ddp
+    from adaptive_lb.config import dump_config
+
+    launcher = args.nproc > 1 and ddp.env_world_size() == 1
+    with warnings.catch_warnings():
+        if launcher:  # its rank 0 shows the config's warnings: once, not twice
+            warnings.simplefilter("ignore", ConfigWarning)
+        configs, _, cfg, run = _train_config(args)
+    if args.print_config:
+        if ddp.is_main():
+            print(dump_config(cfg), end="", flush=True)
+        return 0
+    if launcher:
+        return _launch(args, configs)
+    ddp.init_distributed(cfg.train.device)  # torchrun's WORLD_SIZE > 1: join the process group
+    try:
+        return _train(args, configs, cfg, run)
+    finally:
+        ddp.teardown()
+
+
+def _launch(args: argparse.Namespace, configs: list[str]) -> int:
+    """``--nproc N``: the same command in N processes (torchrun), after this process checked the run dir."""
+    from adaptive_lb.distributed import launch
+    from adaptive_lb.rundir import default_run_dir, refuse_non_empty
+
+    argv = _without_nproc(args.argv)
+    if not args.resume:
+        path = Path(args.out or default_run_dir(configs))
+        refuse_non_empty(path)
+        if not args.out:  # every rank names the same run dir
+            argv += ["--out", str(path)]
+    return launch(args.nproc, argv)
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (the processes it starts are the N)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            out.append(a)
+    return out
+
+
+def _train(args: argparse.Namespace, configs: list[str], cfg, run) -> int:
+    """Build data, trainer and run dir, then fit; under several processes the ranks agree that setup worked."""
+    from adaptive_lb import distributed as ddp
+    from adaptive_lb.data import build_data
+    from adaptive_lb.integrations import create_loggers
+    from adaptive_lb.progress import create_progress
+    from adaptive_lb.rundir import RunDir, RunDirWriter, default_run_dir, refuse_non_empty
+    from adaptive_lb.trainer import Trainer
+
+    main_rank, failed = ddp.is_main(), None
+    try:  # everything that can fail on bad input happens before the run dir is written
+        state = run.load_checkpoint() if run is not None else None
+        data = build_data(cfg.data, cfg.train.seed)
+        path = run.path if run is not None else Path(args.out or default_run_dir(configs))
+        if main_rank and run is None:
+            refuse_non_empty(path)
+        # a missing package fails here, before anything is written; only rank 0 logs
+        loggers = create_loggers(cfg.train.loggers, path) if main_rank else []
+    except UserError as exc:
+        failed = exc
+    if not ddp.all_agree(failed is None):  # one rank's bad input must not leave the others waiting
+        raise failed or OtherRankError("another process of this run stopped on bad input: run it without "
+                                        "--nproc to see why")
     trainer = Trainer(cfg, data)  # trainer.cfg: batch_size=auto resolved, as config.yaml records it
-    if args.resume:
+    if state is not None:
         trainer.load_state_dict(state)
-        run.trim_metrics(trainer.epoch)
-        if trainer.cfg != run.config():
-            run.write_config(trainer.cfg)  # the run now goes on under these settings: config.yaml says so
-        _warn_if_not_bitwise(state, trainer)
-    else:
+        if main_rank:
+            run.trim_metrics(trainer.epoch)
+            if trainer.cfg != run.config():
+                run.write_config(trainer.cfg)  # the run now goes on under these settings: config.yaml says so
+            _warn_if_not_bitwise(state, trainer)
+    elif main_rank:
         run = RunDir.create(path, trainer.cfg)
+    if not main_rank:  # the other ranks train and stay quiet; rank 0 reports a NaN loss or Ctrl-C
+        try:
+            trainer.fit()
+        except NonFiniteLossError:
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        return 0
     _notes(data.notes, cfg, trainer)  # after the last check: bad input stays one line
     trainer.callbacks = [RunDirWriter(run), create_progress(args.quiet, top_k=args.top_k), *loggers]
     return _fit(trainer, run, plots=not args.no_plots, top_k=args.top_k)
@@ -255,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted run (train.device=... and train.threads=... may be given)")
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of the live display")
     train.add_argument("--no-plots", action="store_true", help="skip the PNG plots written at the end")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N processes on this machine (DDP via torchrun; one GPU each on CUDA, gloo on "
+                            "the CPU); train.batch_size stays the global batch")
     train.add_argument("--print-config", action="store_true",
                        help="print the fully resolved config (YAML) and exit; nothing is trained or written")
     _top_k(train)
@@ -308,7 +392,9 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv  # `train --nproc N` hands the same arguments to its N processes
     # overrides may follow options too: `train cfg.yaml --quiet train.epochs=3`
     if extra and args.command in ("train", "tune") and all("=" in a and not a.startswith("-") for a in extra):
         args.args = [*args.args, *extra]
@@ -316,14 +402,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with warnings.catch_warnings():  # a ConfigWarning is one line, like the errors
-            warnings.simplefilter("default", ConfigWarning)
+            warnings.simplefilter("default" if is_main() else "ignore", ConfigWarning)  # rank 0 alone speaks
             warnings.showwarning = _show_warning
             return args.func(args)
     except UserError as exc:
-        _fail(str(exc))
+        if is_main():  # several processes: rank 0 alone says it (the others failed alike, or told it so)
+            _fail(str(exc))
         return 2
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        if is_main():
+            print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -140,6 +140,13 @@ def default_run_dir(config_paths: str | Path | list[str]) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def refuse_non_empty(path: Path) -> None:
+    """``RunDirError`` when ``path`` exists and is not an empty folder: a new run never overwrites one."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunDirError(f"'{path}' already exists and is not empty: choose another --out, "
+                          f"or continue it with --resume {path}")
+
+
 class RunDir:
     """Reads and writes one run's files."""
 
@@ -151,9 +158,7 @@ class RunDir:
     def create(cls, path: str | Path, cfg: RunConfig) -> RunDir:
         """Make a fresh run dir holding ``config.yaml``; refuses to reuse a non-empty folder."""
         run = cls(path)
-        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-            raise RunDirError(f"'{run.path}' already exists and is not empty: choose another --out, "
-                              f"or continue it with --resume {run.path}")
+        refuse_non_empty(run.path)
         created = not run.path.exists()
         try:
             run.path.mkdir(parents=True, exist_ok=True)

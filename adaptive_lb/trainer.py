@@ -4,6 +4,10 @@ Every epoch: train on the training part with the controller's current action, ev
 split (which drives the controller) and the test split (reported only, never used for a decision), then
 let the controller update. All randomness of epoch e is seeded from (seed, e), so a run resumed from the
 checkpoint of epoch e replays exactly what an uninterrupted run does.
+
+Under torchrun (a process group of several ranks, ``distributed.py``) each rank trains on its part of every
+global batch through DistributedDataParallel and evaluates a disjoint shard of each split; confusion counts are
+summed and held-out logits gathered, so every rank sees the same measurement and takes the same action.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from adaptive_lb import distributed as ddp
 from adaptive_lb.augment import TensorAugmenter, TextAugmenter
-from adaptive_lb.balancer import RecallBalancer
+from adaptive_lb.balancer import RecallBalancer, gather_rows
 from adaptive_lb.callbacks import Callback
 from adaptive_lb.config import RunConfig
 from adaptive_lb.controllers import ControlAction, top_pairs
 from adaptive_lb.data import BatchLoader, DataBundle
-from adaptive_lb.data.build import fingerprint_mismatch
+from adaptive_lb.data.build import Split, fingerprint_mismatch
 from adaptive_lb.data.loader import auto_batch_size
 from adaptive_lb.data.samplers import check_sampler, epoch_size
 from adaptive_lb.data.splits import class_counts
@@ -81,6 +86,12 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        self.rank, self.world = ddp.rank(), ddp.world_size()  # 0, 1 in one process
+        if self.world > 1:  # albumentations' CPU workers draw their own order: not sharded (yet)
+            if cfg.augment.backend == "albumentations":
+                raise ConfigError("augment.backend=albumentations runs in one process only: use "
+                                  "augment.backend=tensor with several processes (--nproc / torchrun)")
+            self.device = ddp.check_device(self.device)
         cuda = self.device.type == "cuda"
         self.amp = t.amp == "bf16" or (t.amp == "auto" and cuda)
         # measured: channels_last is ~25 % faster for the small CNN on CPU too (bench/README.md)
@@ -96,8 +107,9 @@ class Trainer:
         # the controller path (loss under the action, controller update, calibration fit): the public API's object
         self.balancer = RecallBalancer.from_config(cfg, class_names=data.class_names, train_counts=self.train_counts)
         # evaluation loaders: every sample once, in order, unaugmented ("train" too, for `eval --split train`)
-        self.eval_loaders = {name: BatchLoader(split, self.data.mean, self.data.std, t.eval_batch_size,
-                                               self.channels_last, text=self.data.is_text)
+        # (DDP: this rank's contiguous shard of each split; counts are summed over ranks in `confusion`)
+        self.eval_loaders = {name: BatchLoader(self._shard(split), self.data.mean, self.data.std,
+                                               t.eval_batch_size, self.channels_last, text=self.data.is_text)
                              for name, split in self.data.splits().items()}
         self.train_loader = self._train_loader()
         self.total_epochs = t.epochs * self.balancer.passes
@@ -118,13 +130,22 @@ class Trainer:
                                         d.sampler, d.copy_aug)
         augmenter = TextAugmenter(a.ops) if self.data.is_text else TensorAugmenter(a.ops)
         return BatchLoader(self.data.train, self.data.mean, self.data.std, t.batch_size, self.channels_last,
-                           augmenter, d.sampler, self.data.num_classes, d.copy_aug, self.data.is_text)
+                           augmenter, d.sampler, self.data.num_classes, d.copy_aug, self.data.is_text,
+                           shard=(self.rank, self.world))
+
+    def _shard(self, split: Split) -> Split:
+        """This rank's contiguous shard of ``split`` (the whole split in one process)."""
+        if self.world == 1:
+            return split
+        lo, hi = ddp.shard_range(len(split))
+        return Split(split.x[lo:hi], split.y[lo:hi])
 
     def _fresh_model(self) -> None:
         """Model, optimiser and schedule as at the start of a pass: same seed, so every pass starts alike."""
         torch.manual_seed(self.cfg.train.seed)
         model = create_model(self.cfg.model, self.data.in_channels, self.data.num_classes).to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.train_model = ddp.wrap_ddp(self.model, self.device)  # the DDP wrapper when distributed, else the model
         self.optimizer = create_optimizer(self.cfg.optim, self.model)
         self.scheduler = create_scheduler(self.cfg.optim, self.optimizer, self.cfg.train.epochs,
                                           len(self.train_loader))
@@ -234,8 +255,8 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training part; returns (mean loss, images). Syncs only every ``log_every``."""
         seed = epoch_seed(self.cfg.train.seed, epoch % self.cfg.train.epochs)  # two_pass: pass 2 replays pass 1's
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed + self.rank)  # dropout, augmentation: each rank its own draws (rank 0: as one process)
+        gen = torch.Generator().manual_seed(seed)  # the epoch's order: the same on every rank
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         images, log_every = 0, self.cfg.train.log_every
@@ -244,12 +265,13 @@ class Trainer:
         for i, (xb, yb) in enumerate(self.train_loader.batches(gen, self.action.aug_intensity)):
             xb = self.balancer.blend(xb, yb)  # confused-pair mixup (controller.mix_gain); xb itself when off
             with self._autocast():
-                logits = self.model(xb)  # (B, C)
+                logits = self.train_model(xb)  # (B, C); DDP: this rank's part of the global batch
             loss = self.balancer.loss(logits, yb)  # weights, offsets and pair margins of the current action
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            ddp.average_buffers(self.model)  # DDP: BatchNorm statistics alike on every rank (no-op in one process)
             if self.ema is not None:
                 t_ema = time.perf_counter()
                 self.ema.update(self.model)
@@ -257,14 +279,23 @@ class Trainer:
             loss_sum += loss.detach() * len(yb)
             images += len(yb)
             for cb in self.callbacks:
-                cb.on_train_batch_end(self, i, images)
+                cb.on_train_batch_end(self, i, images * self.world)  # DDP: about the global count
             if (i + 1) % log_every == 0 or i == last:
-                mean_loss = loss_sum.item() / images  # the only host sync of the step loop
+                mean_loss = self._mean_loss(loss_sum, images)  # the only host sync of the step loop
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLossError(f"training loss became {mean_loss} at epoch {epoch + 1}, batch {i + 1}")
                 for cb in self.callbacks:
-                    cb.on_train_progress(self, images, mean_loss)
+                    cb.on_train_progress(self, images * self.world, mean_loss)
+        if self.world > 1:  # the images of all ranks this epoch (images/s of the whole job)
+            images = int(ddp.sum_over_ranks(loss_sum, images)[1])
         return mean_loss, images
+
+    def _mean_loss(self, loss_sum: torch.Tensor, images: int) -> float:
+        """Mean training loss so far (all ranks' when distributed: every rank sees the same NaN and stops)."""
+        if self.world == 1:
+            return loss_sum.item() / images
+        total, count = ddp.sum_over_ranks(loss_sum, images)
+        return total / count
 
     @torch.no_grad()
     def confusion(self, split: str, bias: torch.Tensor | None = None,
@@ -278,16 +309,16 @@ class Trainer:
         cm = torch.zeros(num, num, dtype=torch.int64, device=self.device)
         for logits, yb in self._eval_logits(split, model):
             cm += confusion_matrix(yb, (logits + bias).argmax(dim=1), num)
-        return cm
+        return ddp.all_reduce_sum(cm)  # DDP: the ranks' disjoint shards, each image counted once
 
     def logits(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split, on the CPU."""
+        """Logits ``(N, C)`` float32 and labels ``(N,)`` of a whole split (all ranks' shards, in order), on the CPU."""
         z, y = self._split_logits(split)
-        return z.cpu(), y.cpu()
+        return gather_rows(z).cpu(), gather_rows(y).cpu()
 
     @torch.no_grad()
     def _split_logits(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split, on the training device."""
+        """Logits ``(N, C)`` float32 and labels ``(N,)`` of a split (DDP: this rank's shard), on the training device."""
         pairs = list(self._eval_logits(split))
         return torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs])
 
@@ -323,14 +354,16 @@ class Trainer:
         if p.method == "none":
             return None
         splits = [s for s in ("heldout", "select", "test") if s in self.eval_loaders]
-        logits = {split: self.logits(split) for split in splits}  # one pass each, reused below
+        # one pass each, reused below; DDP: this rank's shard (the fit gathers all ranks', the counts are summed)
+        logits = {split: self._split_logits(split) for split in splits}
         fit_on = "select" if "select" in logits else "heldout"
         if p.method == "equalise":
             bias = self.balancer.fit_calibration(*logits[fit_on])  # sweeps, spread_weight: cfg.posthoc
         else:
             bias = logit_adjust_biases(self.train_counts, p.tau)
         num = self.data.num_classes
-        cms = {split: confusion_matrix(y, (z + bias).argmax(dim=1), num) for split, (z, y) in logits.items()}
+        cms = {split: ddp.all_reduce_sum(confusion_matrix(y.cpu(), (z.cpu() + bias).argmax(dim=1), num))
+               for split, (z, y) in logits.items()}
         return {"method": p.method, "fitted_on": fit_on if p.method == "equalise" else "train prior",
                 "bias": bias.tolist(), **{split: self._block(cm, split) for split, cm in cms.items()},
                 "confusion": {split: cm.tolist() for split, cm in cms.items()}}

@@ -12,6 +12,7 @@ import torch
 
 from adaptive_lb.data.build import Split
 from adaptive_lb.data.samplers import epoch_indices, epoch_size
+from adaptive_lb.distributed import batch_part
 
 # (x (B, C, H, W) in [0, 1] or text codes (B, L), per-sample magnitudes m (B,) in [0, 1]) -> augmented x
 Augmenter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,12 +67,18 @@ class BatchLoader:
     and a resumed run sees exactly the batches an uninterrupted one would. ``sampler`` re-samples the
     epoch (``data/samplers.py``). With an ``augmenter``, each sample is augmented at its class's
     ``intensity`` (extra copies of ``oversample_aug`` at least at ``copy_aug``) before normalising.
+
+    ``shard=(rank, world)`` (training under DDP): every rank draws the same order and yields its contiguous part
+    of each global batch of ``batch_size`` (``distributed.batch_part``); a last global batch with fewer images
+    than ranks is skipped. ``(0, 1)`` is one process: every batch whole.
     """
 
     def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, batch_size: int,
                  channels_last: bool = False, augmenter: Augmenter | None = None, sampler: str = "none",
-                 num_classes: int = 0, copy_aug: float = 0.0, text: bool = False) -> None:
+                 num_classes: int = 0, copy_aug: float = 0.0, text: bool = False,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         self.split, self.batch_size, self.augmenter = split, batch_size, augmenter
+        self.rank, self.world = shard
         self.normalise = TokenCodes() if text else Normalise(mean, std, channels_last, split.x.device)
         self.sampler, self.num_classes = sampler, num_classes
         self.copy_aug = copy_aug if sampler == "oversample_aug" else 0.0
@@ -79,7 +86,8 @@ class BatchLoader:
         self.size = epoch_size(self.labels, num_classes, sampler)  # samples per training epoch
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        steps = -(-self.size // self.batch_size)
+        return steps - 1 if 0 < self.size % self.batch_size < self.world else steps  # a tail too small to share
 
     def batches(self, gen: torch.Generator | None = None,
                 intensity: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,16 +100,22 @@ class BatchLoader:
             intensity = torch.zeros(max(self.num_classes, 1), device=device)
         # one host sync per epoch; nothing to augment skips the augmenter (and its random draws) entirely
         augment = self.augmenter is not None and (bool(intensity.max() > 0) or (copy is not None and self.copy_aug > 0))
-        for start in range(0, len(self.split) if order is None else len(order), self.batch_size):
+        total = len(self.split) if order is None else len(order)
+        for first in range(0, total, self.batch_size):
+            start, stop = first, min(first + self.batch_size, total)
             if order is None:
-                xb, yb = self.split.x[start:start + self.batch_size], self.split.y[start:start + self.batch_size]
+                xb, yb = self.split.x[start:stop], self.split.y[start:stop]
             else:
-                idx = order[start:start + self.batch_size]
+                if self.world > 1:  # DDP: this rank's part of the global batch
+                    if stop - start < self.world:
+                        break  # only the last batch can be this small
+                    start, stop = batch_part(start, stop, self.rank, self.world)
+                idx = order[start:stop]
                 xb, yb = self.split.x[idx], self.split.y[idx]
             if not augment:
                 yield self.normalise.from_uint8(xb), yb
                 continue
             m = intensity[yb]  # (B,)
             if copy is not None and self.copy_aug > 0:
-                m = torch.where(copy[start:start + self.batch_size], m.clamp_min(self.copy_aug), m)
+                m = torch.where(copy[start:stop], m.clamp_min(self.copy_aug), m)
             yield self.normalise.augmented(self.augmenter, xb, m), yb
