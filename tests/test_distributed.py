@@ -170,7 +170,7 @@ def test_two_process_run_through_the_cli_writes_one_run_dir(full_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["splits"] == {"train": 270, "heldout": 10, "select": 20, "test": 110}
     assert sum(map(sum, summary["confusion"]["test"])) == 110  # every test image once over both ranks
-    assert res.stdout.count("run dir:") == 1 and res.stdout.count("final test") == 1  # rank 0 alone speaks
+    assert res.stdout.count("run dir:") == 1 and res.stdout.count("training small_cnn") == 1  # rank 0 alone speaks
     assert "Traceback" not in res.stderr
 
 
