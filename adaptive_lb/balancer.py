@@ -39,6 +39,7 @@ from adaptive_lb.config import (
 )
 from adaptive_lb.controllers import ControlAction, create_controller, warn_if_control_is_noisy
 from adaptive_lb.errors import UserError
+from adaptive_lb.frontier import choose_spread_weight
 from adaptive_lb.losses import create_loss
 from adaptive_lb.metrics import Measurement
 from adaptive_lb.posthoc import equalising_biases
@@ -181,6 +182,7 @@ class RecallBalancer:
         self.steps = 0                        # controller updates so far (the epoch index the controller sees)
         self.last_measurement: Measurement | None = None
         self.calibration_bias: torch.Tensor | None = None  # (C,) from fit_calibration
+        self.calibration_choice: dict | None = None  # spread_weight=auto: the weight chosen and its select scores
         self._noise_checked = False           # warn_if_control_is_noisy runs once, at the first acting step
         self._aug = torch.zeros(num_classes).share_memory_()  # (C,) DataLoader workers read it: updated in place
         self._observed: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -302,14 +304,23 @@ class RecallBalancer:
     # ------------------------------------------------------------------------------------------ calibration
     @torch.no_grad()
     def fit_calibration(self, logits: torch.Tensor, labels: torch.Tensor, *, sweeps: int | None = None,
-                        spread_weight: float | None = None) -> torch.Tensor:
+                        spread_weight: float | str | None = None) -> torch.Tensor:
         """Fit per-class biases ``(C,)`` that even out recall of ``argmax(logits + b)`` on these held-out logits
         ``(N, C)`` (gathered over ranks; ``posthoc.equalising_biases``); ``calibrate`` adds them from now on.
-        Fit them on a split the controller does not read (the trainer's ``select``), never on the test split."""
-        z, y = gather_rows(logits.detach().float()), gather_rows(labels.detach().long())
+        Fit them on a split the controller does not read (the trainer's ``select``), never on the test split.
+        ``spread_weight="auto"`` (or ``posthoc.spread_weight: auto``) chooses it on these logits, cross-fitted
+        (``frontier.choose_spread_weight``; the choice and its scores in ``calibration_choice``)."""
+        z, y = gather_rows(logits.detach().float()).cpu(), gather_rows(labels.detach().long()).cpu()
         sweeps = self.posthoc.sweeps if sweeps is None else sweeps  # 0 is a value, not "unset"
         spread = self.posthoc.spread_weight if spread_weight is None else spread_weight
-        self.calibration_bias = equalising_biases(z.cpu(), y.cpu(), sweeps, spread)
+        self.calibration_choice = None
+        if spread == "auto":  # chosen on these logits, cross-fitted; a choice of 0 keeps the raw model
+            spread, scores = choose_spread_weight(z, y, self.posthoc.candidates, self.posthoc.tolerance, sweeps)
+            self.calibration_choice = {"spread_weight": spread, "candidates": scores}
+            if spread == 0:
+                self.calibration_bias = torch.zeros(self.num_classes)
+                return self.calibration_bias.clone()
+        self.calibration_bias = equalising_biases(z, y, sweeps, spread)
         return self.calibration_bias.clone()
 
     def calibrate(self, logits: torch.Tensor) -> torch.Tensor:

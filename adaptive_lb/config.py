@@ -223,8 +223,18 @@ class PosthocConfig(Section):
     # biases that even out held-out TPR; logit_adjust: subtract tau * log(training prior)
     tau: float = knob(1.0, ge=0.0)          # logit_adjust strength
     sweeps: int = knob(8, ge=1)             # equalise: coordinate-ascent sweeps over the classes' biases
-    spread_weight: float = knob(1.0, gt=0.0)  # equalise maximises mean(TPR) - spread_weight * std(TPR) on
-    # held-out: large = even at any cost, small = accuracy first
+    spread_weight: float | str = knob(1.0, gt=0.0, words=("auto",))  # equalise maximises mean(TPR) -
+    # spread_weight * std(TPR) on held-out: large = even at any cost, small = accuracy first; auto = chosen per
+    # run on `select`, cross-fitted, among 0 (no bias) and `candidates` (frontier.choose_spread_weight): the
+    # best worst-class TPR whose accuracy stays within `tolerance` of the raw model's. On a small select split
+    # auto keeps the raw model when biases fitted on one half do not help the other
+    candidates: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # auto: spread weights tried besides 0, each > 0
+    tolerance: float = knob(0.003, ge=0.0, le=1.0)  # auto: cross-fitted select accuracy a choice may give up
+
+    def check_combinations(self) -> None:
+        if not self.candidates or any(not c > 0 for c in self.candidates):
+            raise ConfigError(f"posthoc.candidates: {list(self.candidates)} must be a non-empty list of spread "
+                              "weights > 0 (0, the raw model, is always tried)")
 
 
 AUG_OPS = ("flip", "affine", "brightness_contrast", "erasing", "noise")

@@ -76,6 +76,26 @@ def calibration_sweep(select: tuple[torch.Tensor, torch.Tensor], test: tuple[tor
     return out
 
 
+def choose_spread_weight(logits: torch.Tensor, labels: torch.Tensor, candidates: Sequence[float],
+                         tolerance: float, sweeps: int = 8) -> tuple[float, list[dict]]:
+    """The spread weight a run's calibration should use, chosen on its own select split ``(N, C)``, ``(N,)``.
+
+    Each candidate (and 0, the raw model) is scored cross-fitted (``cross_fitted_predictions``); the choice is
+    ``pick_on_select``'s: the best worst-class TPR among candidates whose accuracy is at least the raw model's
+    minus ``tolerance``. Returns the chosen weight and every candidate's ``{"spread_weight", "select_cv"}``
+    scores. The rule of bench/frontier.py's picks, applied to one model: where biases fitted on half of select
+    do not help the other half (a small split, an already even model), it keeps the raw model (0), and so it
+    does when some class has fewer than 2 samples (no half could score it: only the raw candidate is returned)."""
+    num = logits.shape[1]
+    too_few = int(torch.bincount(labels, minlength=num).min()) < 2
+    weights = [0.0] if too_few else [0.0, *sorted({float(c) for c in candidates if c > 0})]
+    points = [{"spread_weight": sw, "select_cv": split_metrics(
+        cross_fitted_predictions(logits, labels, sweeps, sw) if sw > 0 else logits.argmax(dim=1), labels, num)}
+        for sw in weights]
+    floor = points[0]["select_cv"]["accuracy"] - tolerance
+    return weights[pick_on_select(points, floor)], points
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points not dominated on (x, y), both maximised, sorted by x; ties keep the first."""
     order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1], i))

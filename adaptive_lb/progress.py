@@ -252,7 +252,9 @@ class PlainProgress(Callback):
             p, bias = summary["posthoc"], summary["posthoc"]["bias"]
             values = (" ".join(f"{b:+.2f}" for b in bias) if None not in rows else
                       f"from {min(bias):+.2f} to {max(bias):+.2f} over {len(bias)} classes (all in summary.json)")
-            self._print(f"post-hoc {p['method']} (fitted on {p.get('fitted_on', 'heldout')}): biases {values}")
+            chosen = (f", spread weight {p['choice']['spread_weight']:g} chosen on select, cross-fitted"
+                      if p.get("choice") else "")
+            self._print(f"post-hoc {p['method']} (fitted on {p.get('fitted_on', 'heldout')}{chosen}): biases {values}")
         for label, block in summary_blocks(summary):
             self._print(f"final {label:<28} {headline(block)}")
 

@@ -364,8 +364,13 @@ class Trainer:
         num = self.data.num_classes
         cms = {split: ddp.all_reduce_sum(confusion_matrix(y.cpu(), (z.cpu() + bias).argmax(dim=1), num))
                for split, (z, y) in logits.items()}
+        fit = {}  # equalise: the spread weight used, and with auto the choice made on select
+        if p.method == "equalise":
+            choice = self.balancer.calibration_choice
+            fit = {"spread_weight": choice["spread_weight"], "choice": choice} if choice else {
+                "spread_weight": p.spread_weight}
         return {"method": p.method, "fitted_on": fit_on if p.method == "equalise" else "train prior",
-                "bias": bias.tolist(), **{split: self._block(cm, split) for split, cm in cms.items()},
+                "bias": bias.tolist(), **fit, **{split: self._block(cm, split) for split, cm in cms.items()},
                 "confusion": {split: cm.tolist() for split, cm in cms.items()}}
 
     def summary(self) -> dict:

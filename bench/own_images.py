@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "own_images"
 CONFIG = ROOT / "configs" / "imagefolder.yaml"
 COMMON = ["data.channels=1", "data.image_size=28", "train.threads=1", "train.device=cpu"]
-VARIANTS = {"batch_size=auto (configs/imagefolder.yaml)": [],
-            "batch_size=256 (fixed, as before)": ["train.batch_size=256"]}
+VARIANTS = {"batch_size=auto, spread_weight=auto (configs/imagefolder.yaml)": [],
+            "batch_size=auto, spread_weight=1 (fixed, as before)": ["posthoc.spread_weight=1.0"],
+            "batch_size=256 (fixed, as before), spread_weight=auto": ["train.batch_size=256"]}
 
 
 def write_folder(folder: Path, per_class: int, test_per_class: int) -> None:
@@ -77,7 +78,8 @@ def train(folder: Path, seed: int, extra: list[str], out: Path) -> dict:
     return {"seed": seed, "batch_size": batch, "steps_per_epoch": -(-summary["splits"]["train"] // batch),
             "test_acc": summary["test"]["accuracy"], "test_worst": summary["test"]["worst_tpr"],
             "cal_test_acc": summary["posthoc"]["test"]["accuracy"],
-            "cal_test_worst": summary["posthoc"]["test"]["worst_tpr"]}
+            "cal_test_worst": summary["posthoc"]["test"]["worst_tpr"],
+            "spread_weight": summary["posthoc"]["spread_weight"]}
 
 
 def start_seconds(folder: Path | None, cache: Path) -> float:
@@ -150,9 +152,12 @@ def render(result: dict) -> str:
     for name, runs in result["runs"].items():
         cols = [mean_std([r[k] for r in runs]) for k in ("test_acc", "test_worst", "cal_test_acc", "cal_test_worst")]
         lines.append(f"| {name} | {runs[0]['batch_size']} | {runs[0]['steps_per_epoch']} | {' | '.join(cols)} |")
-    lines += ["", "Per seed (test acc / worst TPR, raw model):", ""]
+    lines += ["", "Per seed (test acc / worst TPR, raw model; calibrated; the spread weight used, chosen on select "
+              "when auto):", ""]
     for name, runs in result["runs"].items():
-        per = ", ".join(f"seed {r['seed']}: {r['test_acc']:.4f} / {r['test_worst']:.4f}" for r in runs)
+        per = ", ".join(f"seed {r['seed']}: {r['test_acc']:.4f} / {r['test_worst']:.4f} (calibrated "
+                        f"{r['cal_test_acc']:.4f} / {r['cal_test_worst']:.4f}, spread weight {r['spread_weight']:g})"
+                        for r in runs)
         lines.append(f"- {name}: {per}")
     lines += ["", "Start-up, seconds from launching `adaptive-lb train` to the first epoch's start line (imports, "
               "data, model), and the image loader alone in process (`load_dataset`):", "",

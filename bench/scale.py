@@ -7,6 +7,7 @@ Each setting is a real ``adaptive-lb train`` run (``--nproc N`` for N > 1) on a 
 shipped config (small CNN, width 24, EMA on, global batch 256); images/s is the run's own ``train_images_per_s``
 (all ranks' training images over the wall time of the training phase, evaluation excluded), best epoch of the
 run (the first epoch includes start-up effects). Results go to bench/results/scale_ddp_cpu.{md,json}.
+``--rows FILE`` renders them from the JSON lines an earlier run printed (one per run), training nothing.
 """
 
 from __future__ import annotations
@@ -66,17 +67,21 @@ def ddp(args: argparse.Namespace) -> None:
 def write_ddp(rows: list[dict], args: argparse.Namespace) -> None:
     command = (f"bench/scale.py --ddp --per-class {args.per_class} --epochs {args.epochs} --nproc {args.nproc} "
                f"--cores {args.cores} --seeds {' '.join(map(str, args.seeds))}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # re-rendered from printed rows: the load of the training machine is not known now
+    load = float("nan") if args.rows else os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     meta = {"command": command, "cpu_count": os.cpu_count(), "load_avg_1min_at_end": round(load, 2),
-            "machine": platform.platform(), "python": platform.python_version()}
+            "machine": platform.platform(), "python": platform.python_version(),
+            **({"rendered_from": args.rows} if args.rows else {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale_ddp_cpu.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
     lines = ["# Training images/s: 1 process vs several (DDP, gloo, CPU)", "",
              f"`{command}` — Fashion-MNIST, {args.per_class} images per class before the held-out split, shipped "
              f"config (small CNN width 24, EMA, global batch 256), {args.epochs} epochs; images/s = all ranks' "
              "training images / training wall time, best epoch of each run.", "",
-             f"Machine: {os.cpu_count()} CPU cores, **shared with other jobs** (1-minute load average "
-             f"{load:.1f} at the end): the numbers are noisy; compare within a row pair, not across machines.", "",
+             f"Machine: {os.cpu_count()} CPU cores, **shared with other jobs** ("
+             + (f"rendered from the rows the runs printed, `{args.rows}`, so the load was not recorded" if args.rows
+                else f"1-minute load average {load:.1f} at the end")
+             + "): the numbers are noisy; compare within a row pair, not across machines.", "",
              "| processes x threads | seed | images/s per epoch | best images/s | wall s (whole run) | test acc |",
              "|---|---:|---|---|---|---|"]
     for r in rows:
@@ -106,10 +111,17 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--cores", type=int, default=2, help="threads of the 1-process run, split over --nproc")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed and setting")
+    parser.add_argument("--rows", help="render the results from this file of printed JSON rows (trains nothing)")
     args = parser.parse_args()
     if not args.ddp:
         parser.error("choose a benchmark: --ddp")
-    ddp(args)
+    if args.rows:
+        rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.startswith("{")]
+        if {r["seed"] for r in rows} != set(args.seeds) or not rows:
+            parser.error(f"{args.rows} holds seeds {sorted({r['seed'] for r in rows})}, not --seeds {args.seeds}")
+        write_ddp(rows, args)
+    else:
+        ddp(args)
 
 
 if __name__ == "__main__":

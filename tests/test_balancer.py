@@ -146,6 +146,23 @@ def test_calibrate_is_the_identity_until_biases_are_fitted():
     assert torch.equal(restored.calibrate(z), b.calibrate(z))
 
 
+def test_auto_calibration_records_its_choice_and_zero_means_no_bias():
+    from adaptive_lb.config import PosthocConfig
+
+    b = RecallBalancer(C)
+    z, y = toy_logits(n=2000, shift=2.0)  # lifting class 2 (0.21 -> 0.6) costs 2-4 pp accuracy (cross-fitted)
+    b.posthoc = PosthocConfig(method="equalise", spread_weight="auto")  # may give up 0.3 pp: keeps the raw model
+    assert not b.fit_calibration(z, y).any() and b.calibration_choice["spread_weight"] == 0.0
+    b.posthoc = PosthocConfig(method="equalise", spread_weight="auto", tolerance=0.05)
+    bias = b.fit_calibration(z, y)
+    assert b.calibration_choice["spread_weight"] > 0 and bias[2] == bias.max() > 0
+    assert [p["spread_weight"] for p in b.calibration_choice["candidates"]] == [0.0, 0.25, 0.5, 1.0, 2.0]
+    fair, labels = toy_logits(n=40, shift=0.0)  # 10 images per class, nothing to correct: kept raw
+    assert not b.fit_calibration(fair, labels).any() and b.calibration_choice["spread_weight"] == 0.0
+    b.fit_calibration(z, y, spread_weight=1.0)  # a fixed weight: no choice made
+    assert b.calibration_choice is None
+
+
 class Intensity(torch.utils.data.Dataset):
     """Reads the balancer's shared intensities in a DataLoader worker."""
 

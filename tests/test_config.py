@@ -75,6 +75,8 @@ def test_resolved_config_round_trips(tmp_path):
     ("loss.gamma=-1", "loss.gamma: -1.0 is out of range, it must be >= 0.0"),
     ("loss.max_m=0", "loss.max_m: 0.0 is out of range, it must be > 0.0"),
     ("posthoc.sweeps=0", "posthoc.sweeps: 0 is out of range, it must be >= 1"),
+    ("posthoc.spread_weight=best", "posthoc.spread_weight: 'best' is not a number or auto"),
+    ("posthoc.candidates=[0.5, 0]", "posthoc.candidates: [0.5, 0.0] must be a non-empty list of spread weights > 0"),
 ])
 def test_bad_values_raise_one_clear_error(tmp_path, override, fragment):
     assert fragment in _config_error(tmp_path, [override])

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from adaptive_lb.frontier import (
     calibration_sweep,
+    choose_spread_weight,
     cross_fitted_predictions,
     paired_bootstrap,
     pareto_front,
@@ -93,3 +94,28 @@ def test_calibration_sweep_raw_point_is_the_model_and_calibration_evens_select()
     # a real under-prediction survives cross-fitting; the raw point has nothing to fit
     assert calibrated["select_cv"]["worst_tpr"] > raw["select_cv"]["worst_tpr"] + 0.1
     assert raw["select_cv"] == raw["select"]
+
+
+def _shifted_logits(per_class: int, shift: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fair 10-class classifier whose class 3 is under-predicted by a constant ``shift`` (a bias to undo)."""
+    labels = torch.arange(10).repeat_interleave(per_class)
+    logits = torch.randn(len(labels), 10, generator=torch.Generator().manual_seed(seed)) + F.one_hot(labels, 10) * 2.0
+    logits[:, 3] -= shift
+    return logits, labels
+
+
+def test_auto_spread_weight_calibrates_a_biased_model_and_keeps_a_tiny_split_raw():
+    """The per-run choice (posthoc.spread_weight=auto): a real bias gap is corrected on every seed; on 8 images
+    per class with no gap, biases fitted on one half do not help the other, so the raw model is kept."""
+    for seed in range(3):
+        chosen, points = choose_spread_weight(*_shifted_logits(300, 1.5, seed), (0.25, 0.5, 1, 2), 0.003)
+        scores = {p["spread_weight"]: p["select_cv"] for p in points}
+        assert list(scores) == [0.0, 0.25, 0.5, 1.0, 2.0] and chosen > 0  # seen: 2, 2, 1
+        assert scores[chosen]["worst_tpr"] > scores[0.0]["worst_tpr"] + 0.3  # class 3: ~0.21 -> ~0.64
+        assert scores[chosen]["accuracy"] >= scores[0.0]["accuracy"] - 0.003
+        chosen, points = choose_spread_weight(*_shifted_logits(8, 0.0, seed), (0.25, 0.5, 1, 2), 0.003)
+        assert chosen == 0.0 and points[0]["select_cv"] == split_metrics(
+            _shifted_logits(8, 0.0, seed)[0].argmax(1), _shifted_logits(8, 0.0, seed)[1], 10)
+    one_each = torch.eye(10) * 3, torch.arange(10)  # one sample per class: no half can score a bias
+    assert choose_spread_weight(*one_each, (0.5,), 0.003)[0] == 0.0
+    assert [p["spread_weight"] for p in choose_spread_weight(*one_each, (0.5,), 0.003)[1]] == [0.0]

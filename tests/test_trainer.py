@@ -367,3 +367,18 @@ def test_confused_pair_mixing_blends_training_images_and_is_recorded(make_config
     names = make_config(**{**NAMES_SECTIONS, "controller": {"name": "damped", "mix_gain": 0.1}})
     with pytest.raises(ConfigError, match=r"^controller.mix_gain blends images; these are text codes"):
         Trainer(names, build_data(names.data, 0))
+
+
+def test_auto_calibration_is_chosen_on_select_and_recorded(make_config):
+    """posthoc.spread_weight=auto: the summary records the weight chosen on select (cross-fitted) with every
+    candidate's scores; the biases are the fit at that weight (none when 0 is chosen)."""
+    cfg = make_config(train={"epochs": 2}, posthoc={"method": "equalise", "sweeps": 2, "spread_weight": "auto"})
+    summary = Trainer(cfg, build_data(cfg.data, cfg.train.seed)).fit()
+    p = summary["posthoc"]
+    chosen = p["choice"]["spread_weight"]
+    assert [c["spread_weight"] for c in p["choice"]["candidates"]] == [0.0, 0.25, 0.5, 1.0, 2.0]
+    assert p["fitted_on"] == "select" and chosen in (0.0, 0.25, 0.5, 1.0, 2.0)
+    if chosen == 0.0:
+        assert not any(p["bias"]) and p["test"]["accuracy"] == summary["test"]["accuracy"]
+    else:
+        assert any(p["bias"])
