@@ -150,8 +150,9 @@ def mean_point(per_seed: list[dict]) -> dict:
             for split in ("select", "select_cv", "test")}
 
 
-def analyse(points: dict, labels: torch.Tensor, tolerance: float) -> dict:
-    """Frontiers, the select-chosen picks and their paired bootstrap against ERM + calibration."""
+def analyse(points: dict, labels: torch.Tensor, tolerance: float, versus: tuple[str, ...] = ()) -> dict:
+    """Frontiers, the select-chosen picks and their paired bootstrap against ERM + calibration (and against the
+    picks of the ``versus`` methods: ``vs_<method>``)."""
     means = {m: {key: mean_point(ps) for key, ps in pts.items()} for m, pts in points.items()}
     erm_raw = means[ERM][("off", 0.0)]
     floor = erm_raw["select"]["accuracy"] - tolerance
@@ -164,12 +165,20 @@ def analyse(points: dict, labels: torch.Tensor, tolerance: float) -> dict:
             "points": [{"value": v, "spread_weight": sw, **pts[(v, sw)]} for v, sw in keys],
             "front": [{"value": keys[i][0], "spread_weight": keys[i][1], **pts[keys[i]]["test"]} for i in front],
             "pick": {"value": pick[0], "spread_weight": pick[1], **pts[pick]}}
-    erm_pick = out["methods"][ERM]["pick"]
-    base = [p["test_pred"] for p in points[ERM][(erm_pick["value"], erm_pick["spread_weight"])]]
-    for method, res in out["methods"].items():
-        mine = [p["test_pred"] for p in points[method][(res["pick"]["value"], res["pick"]["spread_weight"])]]
-        res["vs_erm_calibrated"] = {k: paired_bootstrap(mine, base, labels, k) for k in ("worst_tpr", "accuracy")}
+    def picked(method: str) -> list[torch.Tensor]:
+        pick = out["methods"][method]["pick"]
+        return [p["test_pred"] for p in points[method][(pick["value"], pick["spread_weight"])]]
+
+    for baseline, key in ((ERM, "vs_erm_calibrated"), *((b, f"vs_{b}") for b in versus)):
+        base = picked(baseline)
+        for method, res in out["methods"].items():
+            res[key] = {k: paired_bootstrap(picked(method), base, labels, k) for k in ("worst_tpr", "accuracy")}
     return out
+
+
+def interval(b: dict) -> str:
+    """A paired-bootstrap result as ``+d [low, high]``."""
+    return f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
 
 
 def markdown(suite: str, res: dict, meta: dict) -> str:
@@ -184,11 +193,16 @@ def markdown(suite: str, res: dict, meta: dict) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for method, m in res["methods"].items():
         p, b = m["pick"], m["vs_erm_calibrated"]
-        ci = {k: f"{b[k]['difference']:+.4f} [{b[k]['low']:+.4f}, {b[k]['high']:+.4f}]" for k in b}
+        ci = {k: interval(b[k]) for k in b}
         lines.append(f"| {method} | {p['value']}, {p['spread_weight']:g} | {p['select_cv']['accuracy']:.4f} / "
                      f"{p['select_cv']['worst_tpr']:.3f} | {p['test']['accuracy']:.4f} | "
                      f"{p['test']['worst_tpr']:.4f} | {p['test']['tpr_std']:.4f} | {ci['worst_tpr']} | "
                      f"{ci['accuracy']} |")
+    for key in [k for k in next(iter(res["methods"].values())) if k.startswith("vs_") and k != "vs_erm_calibrated"]:
+        lines += ["", f"Against {key[3:]}'s pick (paired bootstrap over test images, 95 %):", "",
+                  f"| method | Δ worst vs {key[3:]} | Δ accuracy vs {key[3:]} |", "|---|---:|---:|"]
+        for method, m in res["methods"].items():
+            lines.append(f"| {method} | {interval(m[key]['worst_tpr'])} | {interval(m[key]['accuracy'])} |")
     lines += ["", "Frontiers (test means over seeds; non-dominated in accuracy and worst-class TPR):", ""]
     for method, m in res["methods"].items():
         pts = ", ".join(f"({f['value']}, {f['spread_weight']:g}): {f['accuracy']:.4f} / {f['worst_tpr']:.3f}"
@@ -239,12 +253,14 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the run folder and result files (e.g. subset)")
     ap.add_argument("--methods", nargs="+", help="a subset of the suite's methods (erm is always run)")
     ap.add_argument("--values", nargs="+", help="only these knob value labels (e.g. s1 s2): stage a long sweep")
+    ap.add_argument("--versus", nargs="+", default=[], help="also compare every pick with these methods' picks "
+                    "(e.g. ldam_drw on the long-tailed suite)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.ema_decay=0.995")
     args = ap.parse_args()
     suite = SUITES[args.suite]
     args.tolerance = TOLERANCE[args.suite] if args.tolerance is None else args.tolerance
     methods = [ERM, *[m for m in (args.methods or suite) if m != ERM]]
-    unknown = set(args.methods or []) - set(suite)
+    unknown = (set(args.methods or []) | set(args.versus)) - set(suite)
     unknown |= set(args.values or []) - {v for m in methods for v in suite[m][1]}
     if unknown:
         ap.error(f"unknown method or knob value for suite {args.suite}: {', '.join(sorted(unknown))}")
@@ -258,7 +274,10 @@ def main() -> None:
                                           [*suite[j[0]][1][j[1]], "train.test_every=0", *args.overrides,
                                            f"train.seed={j[2]}"]), jobs))  # test once, at the end
     points, labels = collect(args.suite, methods, args.seeds, runs, args.values)
-    res = analyse(points, labels, args.tolerance)
+    missing = set(args.versus) - set(methods)
+    if missing:
+        ap.error(f"--versus {' '.join(sorted(missing))}: add it to --methods")
+    res = analyse(points, labels, args.tolerance, tuple(args.versus))
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per run, "
                        f"{args.jobs} at a time",
