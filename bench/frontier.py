@@ -264,6 +264,9 @@ def main() -> None:
     unknown |= set(args.values or []) - {v for m in methods for v in suite[m][1]}
     if unknown:
         ap.error(f"unknown method or knob value for suite {args.suite}: {', '.join(sorted(unknown))}")
+    missing = set(args.versus) - set(methods)
+    if missing:  # checked before any training, not after hours of it
+        ap.error(f"--versus {' '.join(sorted(missing))}: add it to --methods")
     stem = f"frontier_{args.suite}" + (f"_{args.tag}" if args.tag else "")
     runs = ROOT / "runs" / stem
     jobs = [(m, v, s) for s in args.seeds for m in methods for v in knob_values(args.suite, m, args.values)]
@@ -274,9 +277,6 @@ def main() -> None:
                                           [*suite[j[0]][1][j[1]], "train.test_every=0", *args.overrides,
                                            f"train.seed={j[2]}"]), jobs))  # test once, at the end
     points, labels = collect(args.suite, methods, args.seeds, runs, args.values)
-    missing = set(args.versus) - set(methods)
-    if missing:
-        ap.error(f"--versus {' '.join(sorted(missing))}: add it to --methods")
     res = analyse(points, labels, args.tolerance, tuple(args.versus))
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per run, "
