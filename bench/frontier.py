@@ -75,6 +75,11 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
                      {f"m{m}": [f"loss.max_m={m}"] for m in (0.25, 0.5, 0.75)}),
         "loop": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_la.yaml"],
                  {f"s{s}": [f"controller.exponent={s}", f"controller.margin_gain={0.15 * s:g}"] for s in (0.5, 1, 2)}),
+        # the loop on LDAM's cosine head and margins (LDAM-DRW's select pick, max_m 0.25) in place of DRW's fixed
+        # switch; d2 defers the controller to DRW's epoch (16 of 20), as DRW defers its weights
+        "loop_ldam": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
+            label: ["loss.max_m=0.25", f"controller.exponent={s}", f"controller.margin_gain={0.005 * s:g}", *extra]
+            for label, s, extra in (("s1", 1, []), ("s2", 2, []), ("d2", 2, ["controller.warmup_epochs=16"]))}),
     },
     "synthetic": {  # seconds: a smoke test of this script (configs/synthetic.yaml)
         ERM: (["configs/synthetic.yaml"], {"off": []}),
