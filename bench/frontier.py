@@ -79,7 +79,8 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         # switch; d2 defers the controller to DRW's epoch (16 of 20), as DRW defers its weights
         "loop_ldam": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
             label: ["loss.max_m=0.25", f"controller.exponent={s}", f"controller.margin_gain={0.005 * s:g}", *extra]
-            for label, s, extra in (("s1", 1, []), ("s2", 2, []), ("d2", 2, ["controller.warmup_epochs=16"]))}),
+            for label, s, extra in (("s1", 1, []), ("s2", 2, []), ("s4", 4, []),
+                                    *((f"d{s}", s, ["controller.warmup_epochs=16"]) for s in (2, 4)))}),
     },
     "synthetic": {  # seconds: a smoke test of this script (configs/synthetic.yaml)
         ERM: (["configs/synthetic.yaml"], {"off": []}),
