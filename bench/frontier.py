@@ -91,6 +91,10 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
     "names": {
         ERM: (["configs/names_erm.yaml"], {"off": []}),
         "loop": (["configs/names.yaml"], {f"s{s}": [f"controller.exponent={s}"] for s in (0.5, 1, 2)}),
+        # the actuators that act on confusions (US vs GB/CA, ES/MX/AR), on the shipped names loop
+        "loop_dro": (["configs/names.yaml"], {
+            f"eta{e}": ["controller.weight_law=dro", f"controller.dro_eta={e}"] for e in (0.05, 0.15, 0.3)}),
+        "loop_pairs": (["configs/names.yaml"], {f"k{k}": [f"controller.pair_gain={k}"] for k in (2, 5, 10)}),
     },
 }
 
