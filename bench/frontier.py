@@ -40,6 +40,7 @@ from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_fro
 SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
 KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
 ERM = "erm"
+LDAM_S2 = ["loss.max_m=0.25", "controller.exponent=2", "controller.margin_gain=0.01"]  # loop_ldam's s2
 # suite -> method -> (config files, {knob value label: overrides}); the ERM method has one value, "off"
 SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
     "fashion_mnist": {
@@ -81,6 +82,11 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
             label: ["loss.max_m=0.25", f"controller.exponent={s}", f"controller.margin_gain={0.005 * s:g}", *extra]
             for label, s, extra in (("s1", 1, []), ("s2", 2, []), ("s4", 4, []),
                                     *((f"d{s}", s, ["controller.warmup_epochs=16"]) for s in (2, 4)))}),
+        # actuators on loop_ldam s2: pairwise margins (in cosine units: logits / scale 30) and confused-pair mixup
+        "loop_ldam_pairs": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
+            f"k{k}": [*LDAM_S2, f"controller.pair_gain={k / 30:.4g}", "controller.pair_max=0.0333"] for k in (2, 5)}),
+        "loop_ldam_pair_mix": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
+            f"g{g}": [*LDAM_S2, f"controller.mix_gain={g}"] for g in (0.1, 0.2)}),
     },
     "synthetic": {  # seconds: a smoke test of this script (configs/synthetic.yaml)
         ERM: (["configs/synthetic.yaml"], {"off": []}),
