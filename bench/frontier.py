@@ -17,12 +17,17 @@ numbers are compared with ERM + calibration's pick by a paired, class-stratified
         data.subset_per_class=1000 train.epochs=6        # exploring on a subset
 
 Writes ``bench/results/frontier_<suite>[_<tag>].{md,json,png}``; run dirs go to ``runs/frontier_<suite>[_<tag>]``
-and are reused (an interrupted benchmark continues; each run's calibration sweep is cached beside it).
+and are reused (an interrupted benchmark continues; each run's calibration sweep is cached beside it). Each
+finished run's sweep is also kept in ``bench/results/frontier_runs/<stem>/`` (gzip, ~30 KB a run), keyed by the
+configs and overrides it was trained with: commit it, and a later session, on a machine without ``runs/``,
+re-renders the benchmark and adds rows to it without retraining; a record made with other settings is retrained.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import json
 import os
 import platform
@@ -37,6 +42,9 @@ from compare import ROOT, train_run
 
 from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select
 
+# every finished run's sweep, committed: the next session (a fresh machine, no runs/) re-renders and extends a
+# benchmark without retraining what earlier sessions ran
+STORE = ROOT / "bench" / "results" / "frontier_runs"
 SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
 KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
 ERM = "erm"
@@ -114,13 +122,24 @@ def run_dir(runs: Path, method: str, value: str, seed: int) -> Path:
     return runs / method / value / f"seed{seed}"
 
 
-def sweep(path: Path) -> list[dict]:
-    """The run's calibration sweep (cached in ``frontier.pt`` beside its checkpoint)."""
+def record_path(stem: str, method: str, value: str, seed: int) -> Path:
+    return STORE / stem / method / value / f"seed{seed}.pt.gz"
+
+
+def job_args(suite: str, job: tuple[str, str, int], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """The configs and overrides one (method, value, seed) run is trained with; its stored record is keyed by them."""
+    method, value, seed = job
+    files, values = SUITES[suite][method]
+    return list(files), [*values[value], "train.test_every=0", *overrides, f"train.seed={seed}"]  # test at the end
+
+
+def sweep(path: Path) -> tuple[list[dict], torch.Tensor]:
+    """The run's calibration sweep and test labels ``(M,)`` (cached in ``frontier.pt`` beside its checkpoint)."""
     cache = path / "frontier.pt"
     if cache.is_file():
-        points = torch.load(cache, weights_only=True)
-        if all("select_cv" in p for p in points):  # caches made before cross-fitting are recomputed
-            return points
+        cached = torch.load(cache, weights_only=True)
+        if isinstance(cached, dict):  # caches made before the labels were kept in them are recomputed
+            return cached["points"], cached["labels"]
     from adaptive_lb.data import build_data
     from adaptive_lb.rundir import RunDir
     from adaptive_lb.trainer import Trainer
@@ -129,9 +148,53 @@ def sweep(path: Path) -> list[dict]:
     cfg = run.config()
     trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
     trainer.load_state_dict(run.load_checkpoint())
-    points = calibration_sweep(trainer.logits("select"), trainer.logits("test"), SPREAD_WEIGHTS)
-    torch.save(points, cache)
-    return points
+    test = trainer.logits("test")
+    points = calibration_sweep(trainer.logits("select"), test, SPREAD_WEIGHTS)
+    torch.save({"points": points, "labels": test[1]}, cache)
+    return points, test[1]
+
+
+def save_record(path: Path, args: list[str], points: list[dict], labels: torch.Tensor) -> None:
+    """Write a run's sweep to the committed store, predictions as bytes where they fit (gzip, ~30 KB a run)."""
+    def small(t: torch.Tensor) -> torch.Tensor:
+        return t.to(torch.uint8) if int(t.max()) < 256 else t
+
+    buf = io.BytesIO()
+    torch.save({"args": args, "labels": small(labels),
+                "points": [{**p, "test_pred": small(p["test_pred"])} for p in points]}, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
+    tmp.replace(path)  # never a half-written record
+
+
+def load_record(path: Path, key: list[str], say: bool = True) -> tuple[list[dict], torch.Tensor] | None:
+    """A stored run's sweep and labels, or None when there is none or it was made with other settings."""
+    if not path.is_file():
+        return None
+    rec = torch.load(io.BytesIO(gzip.decompress(path.read_bytes())), weights_only=True)
+    if rec["args"] != key:
+        if say:
+            print(f"{path.relative_to(ROOT)}: stored for other settings than {' '.join(key)}; retraining")
+        return None
+    return [{**p, "test_pred": p["test_pred"].long()} for p in rec["points"]], rec["labels"].long()
+
+
+def stored(suite: str, stem: str, job: tuple[str, str, int], overrides: list[str]) -> tuple[Path, list[str]]:
+    """Where the job's record lives in the store and the settings it must have been made with."""
+    files, args = job_args(suite, job, overrides)
+    return record_path(stem, *job), [*files, *args]
+
+
+def run_record(suite: str, stem: str, runs: Path, job: tuple[str, str, int],
+               overrides: list[str]) -> tuple[list[dict], torch.Tensor]:
+    """The job's sweep and test labels: from the committed store, else from its run folder (then stored)."""
+    path, key = stored(suite, stem, job, overrides)
+    found = load_record(path, key, say=False)  # main() said so before training
+    if found is None:
+        found = sweep(run_dir(runs, *job))
+        save_record(path, key, *found)
+    return found
 
 
 def knob_values(suite: str, method: str, only: list[str] | None) -> list[str]:
@@ -140,24 +203,19 @@ def knob_values(suite: str, method: str, only: list[str] | None) -> list[str]:
     return values if not only or method == ERM else [v for v in values if v in only]
 
 
-def collect(suite: str, methods: list[str], seeds: list[int], runs: Path,
-            only: list[str] | None = None) -> tuple[dict, torch.Tensor]:
+def collect(suite: str, stem: str, jobs: list[tuple[str, str, int]], runs: Path,
+            overrides: list[str]) -> tuple[dict, torch.Tensor]:
     """``{method: {(value, spread weight): [per-seed point]}}`` (ERM's points join every method) and test labels."""
     points: dict[str, dict[tuple[str, float], list[dict]]] = {}
-    for method in methods:
-        for value in knob_values(suite, method, only):
-            for seed in seeds:
-                for p in sweep(run_dir(runs, method, value, seed)):
-                    points.setdefault(method, {}).setdefault((value, p["spread_weight"]), []).append(p)
+    labels = None
+    for job in jobs:
+        sweep_points, labels = run_record(suite, stem, runs, job, overrides)
+        for p in sweep_points:
+            points.setdefault(job[0], {}).setdefault((job[1], p["spread_weight"]), []).append(p)
     for method in points:
         if method != ERM:
             points[method] = {**points[ERM], **points[method]}
-    cfg_path = run_dir(runs, ERM, "off", seeds[0])
-    from adaptive_lb.data import build_data
-    from adaptive_lb.rundir import RunDir
-
-    cfg = RunDir(cfg_path).config()
-    return points, build_data(cfg.data, cfg.train.seed).test.y
+    return points, labels
 
 
 def mean_point(per_seed: list[dict]) -> dict:
@@ -286,13 +344,12 @@ def main() -> None:
     stem = f"frontier_{args.suite}" + (f"_{args.tag}" if args.tag else "")
     runs = ROOT / "runs" / stem
     jobs = [(m, v, s) for s in args.seeds for m in methods for v in knob_values(args.suite, m, args.values)]
-    todo = [j for j in jobs if not (run_dir(runs, *j) / "summary.json").is_file()]
+    todo = [j for j in jobs if not (run_dir(runs, *j) / "summary.json").is_file()
+            and load_record(*stored(args.suite, stem, j, args.overrides)) is None]
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda j: train_run(run_dir(runs, *j), suite[j[0]][0],
-                                          [*suite[j[0]][1][j[1]], "train.test_every=0", *args.overrides,
-                                           f"train.seed={j[2]}"]), jobs))  # test once, at the end
-    points, labels = collect(args.suite, methods, args.seeds, runs, args.values)
+        list(pool.map(lambda j: train_run(run_dir(runs, *j), *job_args(args.suite, j, args.overrides)), todo))
+    points, labels = collect(args.suite, stem, jobs, runs, args.overrides)
     res = analyse(points, labels, args.tolerance, tuple(args.versus))
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per run, "

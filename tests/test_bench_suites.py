@@ -1,11 +1,13 @@
 """The benchmark suites name configs and overrides that load: a typo there costs hours of training, not seconds."""
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from adaptive_lb.config import load_config
+from adaptive_lb.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -30,3 +32,34 @@ def test_loop_ldam_runs_the_loop_on_ldam_and_defers_it_in_d2():
     # d2 differs from s2 only in when the controller starts: DRW's epoch, 80 % of 20
     assert d2.controller.warmup_epochs == 16 == 0.8 * d2.train.epochs
     assert s2.controller.warmup_epochs == 3
+
+
+def test_frontier_rerenders_from_its_committed_store_without_the_run_folders(tmp_path, monkeypatch, capsys):
+    """A new session starts with no runs/: the stored sweeps must rebuild the same results without training,
+    and a record made with other settings must not stand in for the run asked for."""
+    import shutil
+
+    monkeypatch.setattr(frontier, "ROOT", tmp_path)
+    monkeypatch.setattr(frontier, "STORE", tmp_path / "store")
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    argv = ["frontier.py", "--suite", "synthetic", "--seeds", "0", "--jobs", "2", "--tag", "t"]
+    monkeypatch.setattr(sys, "argv", argv)
+    frontier.main()
+    records = sorted(p.relative_to(tmp_path) for p in (tmp_path / "store").rglob("*.pt.gz"))
+    assert [str(p) for p in records] == [f"store/frontier_synthetic_t/{m}/{v}/seed0.pt.gz"
+                                         for m, v in (("erm", "off"), ("loop", "s0.5"), ("loop", "s1"))]
+    first = json.loads((tmp_path / "bench/results/frontier_synthetic_t.json").read_text())
+
+    shutil.rmtree(tmp_path / "runs")  # the fresh machine
+    trained = []
+    monkeypatch.setattr(frontier, "train_run", lambda *a: trained.append(a))
+    frontier.main()
+    again = json.loads((tmp_path / "bench/results/frontier_synthetic_t.json").read_text())
+    assert trained == [] and not (tmp_path / "runs").exists()
+    assert again["methods"] == first["methods"]
+
+    monkeypatch.setattr(sys, "argv", [*argv, "train.epochs=2"])  # other settings: every run is trained again
+    capsys.readouterr()
+    with pytest.raises(ConfigError):  # (train_run is stubbed, so the sweep finds no run folder)
+        frontier.main()
+    assert len(trained) == 3 and capsys.readouterr().out.count("stored for other settings") == 3
