@@ -1,5 +1,3 @@
-import sys
+from adaptive_lb.cli import entry
 
-from adaptive_lb.cli import main
-
-sys.exit(main())
+entry()

@@ -415,5 +415,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``adaptive-lb`` command and ``python -m adaptive_lb``: :func:`main`, then exit with its code (a
+    process of a multi-process run exits without the interpreter's clean-up: ``distributed.exit_process``)."""
+    from adaptive_lb.distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -78,7 +79,31 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> torch.d
         target = torch.device("cpu")
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s),
                             **({"device_id": target} if cuda else {}))
+    global _joined
+    _joined = True
     return target
+
+
+_joined = False  # this process joined a process group (init_distributed): see exit_process
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the command-line process with ``code``; one that joined a process group skips the interpreter's
+    final clean-up (``os._exit`` after flushing).
+
+    Why: constructing DDP keeps the process group alive past ``destroy_process_group`` (torch holds it from
+    C++), so gloo's worker threads still run while the interpreter finalises; one that then releases a
+    finished collective's tensors needs the GIL of a dying interpreter and aborts the process ("terminate
+    called without an active exception", SIGABRT), after a run that wrote everything (about one run in five
+    on a loaded 2-core machine; pytorch/pytorch#179291 describes it). Everything of ours is written and closed
+    by then (run dir, checkpoint, loggers' ``on_fit_end``).
+    """
+    if not _joined:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(int(code or 0))
 
 
 def teardown() -> None:

@@ -231,3 +231,16 @@ def test_killed_two_process_run_resumes_exactly(tmp_path, full_run):
     strip = [{k: v for k, v in json.loads(x).items() if k not in ("time_s", "train_images_per_s")}
              for d in (full, out) for x in (d / "metrics.jsonl").read_text().splitlines()]
     assert strip[:3] == strip[3:]
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_exit_process_flushes_and_keeps_the_exit_code(joined):
+    """A process that joined a group leaves by os._exit (gloo's threads would abort the interpreter's final
+    clean-up): what it printed still arrives, its exit code is kept, and a plain process exits normally
+    (its atexit hooks run)."""
+    code = ("import atexit, sys; from adaptive_lb import distributed as d; "
+            "atexit.register(lambda: print('atexit ran', file=sys.stderr)); "
+            f"d._joined = {joined}; print('last words', end=''); d.exit_process(3)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert res.returncode == 3 and res.stdout == "last words"
+    assert ("atexit ran" in res.stderr) is not joined
