@@ -109,6 +109,18 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         "loop_dro": (["configs/names.yaml"], {
             f"eta{e}": ["controller.weight_law=dro", f"controller.dro_eta={e}"] for e in (0.05, 0.15, 0.3)}),
         "loop_pairs": (["configs/names.yaml"], {f"k{k}": [f"controller.pair_gain={k}"] for k in (2, 5, 10)}),
+        # the control split (the loop's feedback, 150 names a class by default) resized, paid for or repaid in
+        # training names; select stays 150 names a class: c75 = held-out 0.15 (training 1275), c300 = 0.3
+        # (training 1050), c450 = 0.4 (training 900)
+        "loop_control": (["configs/names.yaml"], {
+            f"c{c}{label}": [f"data.heldout_fraction={h}", f"data.select_fraction={1 - c / (1500 * h):.4f}", *extra]
+            for c, h in ((75, 0.15), (300, 0.3), (450, 0.4))
+            for label, extra in (("", []), ("k2", ["controller.pair_gain=2"]))}),
+        # ERM with other held-out sizes: h0.15 trains on loop_control c75's 1275 names a class (its 75 control
+        # names unused); h0.1 needs no control split and trains on every name but select's (select 148, control 2)
+        "erm_heldout": (["configs/names_erm.yaml"], {
+            "h0.1": ["data.heldout_fraction=0.1", "data.select_fraction=0.9867"],
+            "h0.15": ["data.heldout_fraction=0.15", "data.select_fraction=0.6667"]}),
     },
 }
 
