@@ -180,14 +180,13 @@ def save_record(path: Path, args: list[str], points: list[dict], labels: torch.T
     tmp.replace(path)  # never a half-written record
 
 
-def load_record(path: Path, key: list[str], say: bool = True) -> tuple[list[dict], torch.Tensor] | None:
+def load_record(path: Path, key: list[str]) -> tuple[list[dict], torch.Tensor] | None:
     """A stored run's sweep and labels, or None when there is none or it was made with other settings."""
     if not path.is_file():
         return None
     rec = torch.load(io.BytesIO(gzip.decompress(path.read_bytes())), weights_only=True)
     if rec["args"] != key:
-        if say:
-            print(f"{path.relative_to(ROOT)}: stored for other settings than {' '.join(key)}; retraining")
+        print(f"{path.relative_to(ROOT)}: stored for other settings than {' '.join(key)}; retraining")
         return None
     return [{**p, "test_pred": p["test_pred"].long()} for p in rec["points"]], rec["labels"].long()
 
@@ -198,12 +197,11 @@ def stored(suite: str, stem: str, job: tuple[str, str, int], overrides: list[str
     return record_path(stem, *job), [*files, *args]
 
 
-def run_record(suite: str, stem: str, runs: Path, job: tuple[str, str, int],
-               overrides: list[str]) -> tuple[list[dict], torch.Tensor]:
-    """The job's sweep and test labels: from the committed store, else from its run folder (then stored)."""
-    path, key = stored(suite, stem, job, overrides)
-    found = load_record(path, key, say=False)  # main() said so before training
+def run_record(suite: str, stem: str, runs: Path, job: tuple[str, str, int], overrides: list[str],
+               found: tuple[list[dict], torch.Tensor] | None) -> tuple[list[dict], torch.Tensor]:
+    """The job's sweep and test labels: ``found`` in the committed store, else from its run folder (then stored)."""
     if found is None:
+        path, key = stored(suite, stem, job, overrides)
         found = sweep(run_dir(runs, *job))
         save_record(path, key, *found)
     return found
@@ -215,13 +213,14 @@ def knob_values(suite: str, method: str, only: list[str] | None) -> list[str]:
     return values if not only or method == ERM else [v for v in values if v in only]
 
 
-def collect(suite: str, stem: str, jobs: list[tuple[str, str, int]], runs: Path,
-            overrides: list[str]) -> tuple[dict, torch.Tensor]:
-    """``{method: {(value, spread weight): [per-seed point]}}`` (ERM's points join every method) and test labels."""
+def collect(suite: str, stem: str, jobs: list[tuple[str, str, int]], runs: Path, overrides: list[str],
+            found: dict[tuple[str, str, int], tuple[list[dict], torch.Tensor] | None]) -> tuple[dict, torch.Tensor]:
+    """``{method: {(value, spread weight): [per-seed point]}}`` (ERM's points join every method) and test labels;
+    ``found`` holds the jobs' stored records, read once (None: from the run folder)."""
     points: dict[str, dict[tuple[str, float], list[dict]]] = {}
     labels = None
     for job in jobs:
-        sweep_points, labels = run_record(suite, stem, runs, job, overrides)
+        sweep_points, labels = run_record(suite, stem, runs, job, overrides, found[job])
         for p in sweep_points:
             points.setdefault(job[0], {}).setdefault((job[1], p["spread_weight"]), []).append(p)
     for method in points:
@@ -356,12 +355,12 @@ def main() -> None:
     stem = f"frontier_{args.suite}" + (f"_{args.tag}" if args.tag else "")
     runs = ROOT / "runs" / stem
     jobs = [(m, v, s) for s in args.seeds for m in methods for v in knob_values(args.suite, m, args.values)]
-    todo = [j for j in jobs if not (run_dir(runs, *j) / "summary.json").is_file()
-            and load_record(*stored(args.suite, stem, j, args.overrides)) is None]
+    found = {j: load_record(*stored(args.suite, stem, j, args.overrides)) for j in jobs}
+    todo = [j for j in jobs if found[j] is None and not (run_dir(runs, *j) / "summary.json").is_file()]
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: train_run(run_dir(runs, *j), *job_args(args.suite, j, args.overrides)), todo))
-    points, labels = collect(args.suite, stem, jobs, runs, args.overrides)
+    points, labels = collect(args.suite, stem, jobs, runs, args.overrides, found)
     res = analyse(points, labels, args.tolerance, tuple(args.versus))
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per run, "
