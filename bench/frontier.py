@@ -49,6 +49,14 @@ SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
 KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
 ERM = "erm"
 LDAM_S2 = ["loss.max_m=0.25", "controller.exponent=2", "controller.margin_gain=0.01"]  # loop_ldam's s2
+
+
+def names_split(heldout: float, control: int) -> list[str]:
+    """Overrides holding out ``heldout`` of names.yaml's 1,500 names a class, ``control`` of them for the loop's
+    feedback and the rest as select."""
+    return [f"data.heldout_fraction={heldout}", f"data.select_fraction={1 - control / (1500 * heldout):.4f}"]
+
+
 # suite -> method -> (config files, {knob value label: overrides}); the ERM method has one value, "off"
 SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
     "fashion_mnist": {
@@ -113,14 +121,11 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         # training names; select stays 150 names a class: c75 = held-out 0.15 (training 1275), c300 = 0.3
         # (training 1050), c450 = 0.4 (training 900)
         "loop_control": (["configs/names.yaml"], {
-            f"c{c}{label}": [f"data.heldout_fraction={h}", f"data.select_fraction={1 - c / (1500 * h):.4f}", *extra]
-            for c, h in ((75, 0.15), (300, 0.3), (450, 0.4))
+            f"c{c}{label}": [*names_split(h, c), *extra] for c, h in ((75, 0.15), (300, 0.3), (450, 0.4))
             for label, extra in (("", []), ("k2", ["controller.pair_gain=2"]))}),
         # ERM with other held-out sizes: h0.15 trains on loop_control c75's 1275 names a class (its 75 control
         # names unused); h0.1 needs no control split and trains on every name but select's (select 148, control 2)
-        "erm_heldout": (["configs/names_erm.yaml"], {
-            "h0.1": ["data.heldout_fraction=0.1", "data.select_fraction=0.9867"],
-            "h0.15": ["data.heldout_fraction=0.15", "data.select_fraction=0.6667"]}),
+        "erm_heldout": (["configs/names_erm.yaml"], {"h0.1": names_split(0.1, 2), "h0.15": names_split(0.15, 75)}),
     },
 }
 
