@@ -269,6 +269,10 @@ class ControllerConfig(Section):
     # inverse_sqrt, effective_number (1-beta)/(1-beta^n_c); all normalised to mean 1 (weighting.py)
     count_weights: str = knob("none", choices=("none", "inverse_freq", "inverse_sqrt", "effective_number"))
     beta: float = knob(0.9999, ge=0.0, lt=1.0)  # effective_number's beta; 0 = all ones, -> 1 = inverse_freq
+    # two_pass: the first pass's final held-out TPR per class when that pass was already run (the last record's
+    # heldout.tpr in an ERM run's metrics.jsonl, same config and seed: pass 2 replays its seeds), so only the
+    # second pass is trained; () = train both passes
+    first_pass_tpr: tuple[float, ...] = ()
     drw_epoch: int = knob(0, ge=0)  # drw: epochs trained with unit weights before count_weights switch on;
     # 0 = 80 % of train.epochs (LDAM-DRW: 160 of 200)
     weight_fn: str = knob("power_ratio", choices=("power_ratio", "cdb", "exp_gap"))  # target W(tpr)
@@ -310,6 +314,11 @@ class ControllerConfig(Section):
     def check_combinations(self) -> None:
         if any(w <= 0 for w in self.weights):
             raise ConfigError("controller.weights: every weight must be finite and > 0")
+        if any(not 0.0 <= t <= 1.0 for t in self.first_pass_tpr):
+            raise ConfigError("controller.first_pass_tpr: every TPR must be in [0, 1]")
+        if self.first_pass_tpr and self.name != "two_pass":
+            raise ConfigError(f"controller.first_pass_tpr is read by controller.name=two_pass only, not "
+                              f"{self.name}: drop it or use two_pass")
         if self.w_min > self.w_max:
             raise ConfigError(f"controller.w_min ({self.w_min}) is above controller.w_max ({self.w_max}): swap them")
         if not self.w_min <= 1.0 <= self.w_max:

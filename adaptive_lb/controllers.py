@@ -9,6 +9,7 @@ trainer applies the action to the next epoch. Registered by name in ``CONTROLLER
   count weights;
 - ``two_pass``: the textbook remedy: a full ERM pass, weights ``W(tpr)`` from its final held-out TPR, then a
   fresh model trained again with them (``passes = 2``; the trainer restarts the model between passes);
+  with ``first_pass_tpr`` (pass 1 already run, e.g. as an ERM run) it trains only the second pass;
 - ``cdb``: class-wise difficulty-balanced weights ``(1 - tpr)^tau`` recomputed every epoch, undamped;
 - ``damped``: ours, a damped, bounded update of three actuators from the held-out TPR gap
   ``e_c = (mean(tpr) - tpr_c) / gap_scale`` (positive for hard classes):
@@ -142,21 +143,29 @@ def _static_weights(cfg: ControllerConfig, train_counts: torch.Tensor) -> torch.
 class TwoPassController:
     """Algorithm 1 of the seed paper: ERM for a pass, then ``W(tpr)`` of its final held-out TPR for pass 2."""
 
-    passes = 2
-
     def __init__(self, num_classes: int, cfg: ControllerConfig, epochs_per_pass: int) -> None:
         self.cfg, self.num_classes, self.epochs_per_pass = cfg, num_classes, epochs_per_pass
         self.action = neutral_action(num_classes)
+        given = cfg.first_pass_tpr  # pass 1 already run (e.g. an ERM run of the same config and seed): pass 2 only
+        self.passes = 1 if given else 2
+        if given:
+            if len(given) != num_classes:
+                raise ConfigError(f"controller.first_pass_tpr has {len(given)} values for {num_classes} classes: "
+                                  "give the first pass's final held-out TPR of every class")
+            self._fix_weights(torch.tensor(given, dtype=torch.float64))
+
+    def _fix_weights(self, tpr: torch.Tensor) -> None:
+        """The second pass's weights ``W(tpr)`` of the first pass's final held-out TPR ``(C,)`` float64."""
+        w = TPR_WEIGHTS[self.cfg.weight_fn](tpr, self.cfg.exponent)
+        self.action = self.action._replace(class_weights=bounded_mean_one(w, self.cfg.w_min, self.cfg.w_max).float())
 
     def initial(self) -> ControlAction:
         return self.action
 
     def update(self, epoch: int, m: Measurement) -> ControlAction:
         tpr = check_measurement(m, self.num_classes)
-        if epoch == self.epochs_per_pass - 1:  # end of the first pass: fix the weights for the second
-            w = TPR_WEIGHTS[self.cfg.weight_fn](tpr, self.cfg.exponent)
-            w = bounded_mean_one(w, self.cfg.w_min, self.cfg.w_max).float()
-            self.action = self.action._replace(class_weights=w)
+        if self.passes == 2 and epoch == self.epochs_per_pass - 1:  # end of pass 1: fix the weights for pass 2
+            self._fix_weights(tpr)
         return self.action
 
     def state_dict(self) -> dict:

@@ -49,6 +49,9 @@ SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
 KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
 ERM = "erm"
 LDAM_S2 = ["loss.max_m=0.25", "controller.exponent=2", "controller.margin_gain=0.01"]  # loop_ldam's s2
+# two-pass's pass 1 is the ERM run of the same seed (same seeds, same initialisation): this override stands for
+# that run's final held-out TPR, read when the run is trained (resolve_first_pass), so only pass 2 is trained
+FIRST_PASS_FROM_ERM = "controller.first_pass_tpr=<the erm run of this seed>"
 
 
 def names_split(heldout: float, control: int) -> list[str]:
@@ -63,6 +66,9 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         ERM: (["configs/fashion_mnist_erm.yaml"], {"off": []}),
         "two_pass": (["configs/fashion_mnist_two_pass.yaml"],
                      {f"p{p}": [f"controller.exponent={p}"] for p in (0.5, 1, 2)}),
+        # the same two-pass, its first pass read from the ERM run (test_trainer.py: both passes give this model)
+        "two_pass_erm": (["configs/fashion_mnist_two_pass.yaml"],
+                         {f"p{p}": [f"controller.exponent={p}", FIRST_PASS_FROM_ERM] for p in (0.5, 1, 2)}),
         "cdb": (["configs/fashion_mnist_cdb.yaml"], {f"tau{t}": [f"controller.exponent={t}"] for t in (0.5, 1, 2)}),
         # the shipped loop with its weight exponent and margin gain scaled together by s
         "loop": (["configs/fashion_mnist.yaml"], {f"s{s}": [f"controller.exponent={s}",
@@ -109,6 +115,7 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         "loop": (["configs/synthetic.yaml", "configs/methods/closed_loop.yaml"],
                  {f"s{s}": [f"controller.exponent={s}", f"controller.margin_gain={0.15 * s:g}",
                             "controller.warmup_epochs=1"] for s in (0.5, 1)}),
+        "two_pass_erm": (["configs/synthetic.yaml"], {"p1": ["controller.name=two_pass", FIRST_PASS_FROM_ERM]}),
     },
     "names": {
         ERM: (["configs/names_erm.yaml"], {"off": []}),
@@ -148,6 +155,19 @@ def job_args(suite: str, job: tuple[str, str, int], overrides: list[str]) -> tup
     method, value, seed = job
     files, values = SUITES[suite][method]
     return list(files), [*values[value], "train.test_every=0", *overrides, f"train.seed={seed}"]  # test at the end
+
+
+def resolve_first_pass(runs: Path, seed: int, overrides: list[str]) -> list[str]:
+    """``overrides`` with FIRST_PASS_FROM_ERM replaced by the final held-out TPR of the seed's ERM run."""
+    if FIRST_PASS_FROM_ERM not in overrides:
+        return overrides
+    metrics = run_dir(runs, ERM, "off", seed) / "metrics.jsonl"
+    if not (metrics.parent / "summary.json").is_file():
+        sys.exit(f"two_pass_erm needs the finished ERM run {metrics.parent.relative_to(ROOT)} (its metrics.jsonl): "
+                 f"run the ERM rows of seed {seed} first (a stored ERM record alone does not hold the TPR)")
+    tpr = json.loads(metrics.read_text().splitlines()[-1])["heldout"]["tpr"]
+    given = f"controller.first_pass_tpr=[{','.join(map(repr, tpr))}]"
+    return [given if o == FIRST_PASS_FROM_ERM else o for o in overrides]
 
 
 def sweep(path: Path) -> tuple[list[dict], torch.Tensor]:
@@ -363,8 +383,13 @@ def main() -> None:
     found = {j: load_record(*stored(args.suite, stem, j, args.overrides)) for j in jobs}
     todo = [j for j in jobs if found[j] is None and not (run_dir(runs, *j) / "summary.json").is_file()]
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda j: train_run(run_dir(runs, *j), *job_args(args.suite, j, args.overrides)), todo))
+    def train(job: tuple[str, str, int]) -> None:
+        files, overrides = job_args(args.suite, job, args.overrides)
+        train_run(run_dir(runs, *job), files, resolve_first_pass(runs, job[2], overrides))
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # ERM first: two_pass_erm reads its runs
+        for batch in ([j for j in todo if j[0] == ERM], [j for j in todo if j[0] != ERM]):
+            list(pool.map(train, batch))
     points, labels = collect(args.suite, stem, jobs, runs, args.overrides, found)
     res = analyse(points, labels, args.tolerance, tuple(args.versus))
     meta = {"command": " ".join(["python bench/frontier.py", *sys.argv[1:]]), "seeds": args.seeds,

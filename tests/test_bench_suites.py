@@ -20,7 +20,9 @@ CASES = [(suite, method, value) for suite, methods in frontier.SUITES.items()
 @pytest.mark.parametrize(("suite", "method", "value"), CASES)
 def test_every_frontier_point_loads_its_config(suite, method, value):
     files, values = frontier.SUITES[suite][method]
-    cfg = load_config([ROOT / f for f in files], values[value])
+    given = "controller.first_pass_tpr=[0.9, 0.8]"  # what resolve_first_pass puts in for the ERM run's TPR
+    cfg = load_config([ROOT / f for f in files], [given if v == frontier.FIRST_PASS_FROM_ERM else v
+                                                  for v in values[value]])
     assert cfg.train.epochs > 0
 
 
@@ -47,8 +49,14 @@ def test_frontier_rerenders_from_its_committed_store_without_the_run_folders(tmp
     frontier.main()
     records = sorted(p.relative_to(tmp_path) for p in (tmp_path / "store").rglob("*.pt.gz"))
     assert [str(p) for p in records] == [f"store/frontier_synthetic_t/{m}/{v}/seed0.pt.gz"
-                                         for m, v in (("erm", "off"), ("loop", "s0.5"), ("loop", "s1"))]
+                                         for m, v in (("erm", "off"), ("loop", "s0.5"), ("loop", "s1"),
+                                                      ("two_pass_erm", "p1"))]
     first = json.loads((tmp_path / "bench/results/frontier_synthetic_t.json").read_text())
+    # two_pass_erm trained pass 2 only, from the ERM run's final held-out TPR
+    erm, two = (json.loads((tmp_path / f"runs/frontier_synthetic_t/{m}/seed0/metrics.jsonl").read_text()
+                           .splitlines()[-1]) for m in ("erm/off", "two_pass_erm/p1"))
+    config = (tmp_path / "runs/frontier_synthetic_t/two_pass_erm/p1/seed0/config.yaml").read_text()
+    assert two["pass"] == 1 and str(erm["heldout"]["tpr"][0]) in config and len(set(two["class_weights"])) > 1
 
     shutil.rmtree(tmp_path / "runs")  # the fresh machine
     trained = []
@@ -58,7 +66,8 @@ def test_frontier_rerenders_from_its_committed_store_without_the_run_folders(tmp
     assert trained == [] and not (tmp_path / "runs").exists()
     assert again["methods"] == first["methods"]
 
-    monkeypatch.setattr(sys, "argv", [*argv, "train.epochs=2"])  # other settings: every run is trained again
+    # other settings: every run is trained again (two_pass_erm left out: it would need the ERM run's folder)
+    monkeypatch.setattr(sys, "argv", [*argv, "train.epochs=2", "--methods", "loop"])
     capsys.readouterr()
     with pytest.raises(ConfigError):  # (train_run is stubbed, so the sweep finds no run folder)
         frontier.main()

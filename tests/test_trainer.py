@@ -166,6 +166,35 @@ def test_two_pass_second_pass_replays_the_first_pass_when_its_weights_are_equal(
     assert summary["test"] == summary["earlier_passes"][0]["test"]
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_two_pass_from_an_erm_runs_tpr_trains_only_pass_two_and_ends_as_both_passes(make_config, ema_decay):
+    """Pass 1 is ERM with the same seeds, so an ERM run's final held-out TPR stands in for it exactly."""
+    train = {"epochs": 2, "ema_decay": ema_decay}
+    full = Trainer(cfg := make_config(controller={"name": "two_pass"}, train=train), build_data(cfg.data, 0))
+    full.fit()
+    erm = Trainer(make_config(train=train), build_data(cfg.data, 0))
+    erm.fit()
+    given = make_config(controller={"name": "two_pass", "first_pass_tpr": erm.last_record["heldout"]["tpr"]},
+                        train=train)
+    second = Trainer(given, build_data(cfg.data, 0))
+    summary = second.fit()
+    assert second.total_epochs == 2 and "earlier_passes" not in summary
+    assert len(set(second.last_record["class_weights"])) > 1  # the weights of W(tpr), from the first epoch on
+    assert second.last_record["class_weights"] == full.last_record["class_weights"]
+    assert summary["test"] == full.summary()["test"]
+
+
+@pytest.mark.parametrize("controller, message", [
+    ({"name": "damped", "first_pass_tpr": [0.5] * 4}, "read by controller.name=two_pass only"),
+    ({"name": "two_pass", "first_pass_tpr": [0.5, 1.5, 0.5, 0.5]}, r"must be in \[0, 1\]"),
+    ({"name": "two_pass", "first_pass_tpr": [0.5] * 3}, "has 3 values for 4 classes"),
+])
+def test_bad_first_pass_tpr_is_one_clear_error(make_config, controller, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg = make_config(controller=controller)
+        Trainer(cfg, build_data(cfg.data, 0))
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, make_config):
     cfg = make_config()
     run = RunDir.create(tmp_path / "run", cfg)
