@@ -7,6 +7,8 @@ one hand-picked point:
 - ``calibration_sweep``: for one trained model, biases fitted on ``select`` at several spread weights (0 = the
   raw model), scored on ``select`` and on the test split (predictions kept for the bootstrap);
 - ``pareto_front``: the points no other point beats on both axes;
+- ``worst_at_accuracy``: a frontier's worst-class TPR at a given accuracy (to compare methods at matched
+  accuracy, not at points that sit elsewhere on the same curve);
 - ``pick_on_select``: the operating point a user would choose without the test split: the best ``select``
   worst-class TPR among points whose ``select`` accuracy stays within a tolerance of a reference, both read
   cross-fitted (biases fitted on one half of ``select``, scored on the other);
@@ -17,6 +19,7 @@ one hand-picked point:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 
@@ -105,6 +108,18 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             front.append(i)
             best_y = points[i][1]
     return sorted(front, key=lambda i: points[i][0])
+
+
+def worst_at_accuracy(front: Sequence[tuple[float, float]], accuracy: float) -> float | None:
+    """The worst-class TPR of a frontier ``[(accuracy, worst_tpr)]`` (``pareto_front``'s order: accuracy rising)
+    at ``accuracy``, linear between neighbouring points: a random mix of the two models reaches that accuracy
+    and at least that worst-class TPR. None outside the frontier's accuracy range (no point to match)."""
+    if not front or not front[0][0] <= accuracy <= front[-1][0]:
+        return None
+    for (a0, w0), (a1, w1) in pairwise(front):
+        if a0 <= accuracy <= a1:
+            return w0 if a1 == a0 else w0 + (w1 - w0) * (accuracy - a0) / (a1 - a0)
+    return front[0][1]  # a one-point frontier, matched exactly
 
 
 def pick_on_select(points: Sequence[dict], min_accuracy: float, split: str = "select_cv") -> int:

@@ -39,107 +39,15 @@ from pathlib import Path
 
 import torch
 from compare import ROOT, train_run
+from suites import ERM, FIRST_PASS_FROM_ERM, SUITES, TOLERANCE
 
-from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select
+from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select, worst_at_accuracy
 
 # every finished run's sweep, committed: the next session (a fresh machine, no runs/) re-renders and extends a
 # benchmark without retraining what earlier sessions ran
 STORE = ROOT / "bench" / "results" / "frontier_runs"
 SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
 KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
-ERM = "erm"
-LDAM_S2 = ["loss.max_m=0.25", "controller.exponent=2", "controller.margin_gain=0.01"]  # loop_ldam's s2
-# two-pass's pass 1 is the ERM run of the same seed (same seeds, same initialisation): this override stands for
-# that run's final held-out TPR, read when the run is trained (resolve_first_pass), so only pass 2 is trained
-FIRST_PASS_FROM_ERM = "controller.first_pass_tpr=<the erm run of this seed>"
-
-
-def names_split(heldout: float, control: int) -> list[str]:
-    """Overrides holding out ``heldout`` of names.yaml's 1,500 names a class, ``control`` of them for the loop's
-    feedback and the rest as select."""
-    return [f"data.heldout_fraction={heldout}", f"data.select_fraction={1 - control / (1500 * heldout):.4f}"]
-
-
-# suite -> method -> (config files, {knob value label: overrides}); the ERM method has one value, "off"
-SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
-    "fashion_mnist": {
-        ERM: (["configs/fashion_mnist_erm.yaml"], {"off": []}),
-        "two_pass": (["configs/fashion_mnist_two_pass.yaml"],
-                     {f"p{p}": [f"controller.exponent={p}"] for p in (0.5, 1, 2)}),
-        # the same two-pass, its first pass read from the ERM run (test_trainer.py: both passes give this model)
-        "two_pass_erm": (["configs/fashion_mnist_two_pass.yaml"],
-                         {f"p{p}": [f"controller.exponent={p}", FIRST_PASS_FROM_ERM] for p in (0.5, 1, 2)}),
-        "cdb": (["configs/fashion_mnist_cdb.yaml"], {f"tau{t}": [f"controller.exponent={t}"] for t in (0.5, 1, 2)}),
-        # the shipped loop with its weight exponent and margin gain scaled together by s
-        "loop": (["configs/fashion_mnist.yaml"], {f"s{s}": [f"controller.exponent={s}",
-                                                            f"controller.margin_gain={0.15 * s:g}"]
-                                                  for s in (0.5, 1, 2)}),
-        # ablation rows of the actuators that change the representation (adaptive_lb/actuators.py), each on
-        # the shipped loop: class-DRO weights, pairwise margins, cluster augmentation, the bias integral
-        "loop_dro": (["configs/fashion_mnist.yaml"], {
-            f"eta{e}": ["controller.weight_law=dro", f"controller.dro_eta={e}"] for e in (0.05, 0.15, 0.3)}),
-        "loop_pairs": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"controller.pair_gain={k}"] for k in (2, 5, 10)}),
-        "loop_cluster_aug": (["configs/fashion_mnist.yaml"], {
-            f"g{g}": ["controller.aug_groups=cluster", f"controller.aug_gain={g}", "controller.aug_init=0.2"]
-            for g in (-0.2, 0.2, 0.5)}),
-        "loop_bias_integral": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"controller.bias_gain={k}"]
-                                                                for k in (0.1, 0.3)}),
-        # confused-pair mixup (SelMix-style): hard-class images blended with their confusers', label kept
-        "loop_pair_mix": (["configs/fashion_mnist.yaml"], {f"g{g}": [f"controller.mix_gain={g}"]
-                                                           for g in (0.05, 0.1, 0.2)}),
-    },
-    "fashion_mnist_lt100": {
-        ERM: (["configs/fashion_mnist_lt100.yaml", "configs/methods/erm.yaml"], {"off": []}),
-        "effective_number": (["configs/fashion_mnist_lt100.yaml", "configs/methods/effective_number.yaml"],
-                             {f"b{b}": [f"controller.beta={b}"] for b in (0.9, 0.99, 0.9999)}),
-        "logit_adjusted": (["configs/fashion_mnist_lt100.yaml", "configs/methods/logit_adjusted.yaml"],
-                           {f"tau{t}": [f"loss.tau={t}"] for t in (0.5, 1, 1.5)}),
-        "ldam_drw": (["configs/fashion_mnist_lt100.yaml", "configs/methods/ldam_drw.yaml"],
-                     {f"m{m}": [f"loss.max_m={m}"] for m in (0.25, 0.5, 0.75)}),
-        "loop": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_la.yaml"],
-                 {f"s{s}": [f"controller.exponent={s}", f"controller.margin_gain={0.15 * s:g}"] for s in (0.5, 1, 2)}),
-        # the loop on LDAM's cosine head and margins (LDAM-DRW's select pick, max_m 0.25) in place of DRW's fixed
-        # switch; d2 defers the controller to DRW's epoch (16 of 20), as DRW defers its weights
-        "loop_ldam": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
-            label: ["loss.max_m=0.25", f"controller.exponent={s}", f"controller.margin_gain={0.005 * s:g}", *extra]
-            for label, s, extra in (("s1", 1, []), ("s2", 2, []), ("s4", 4, []),
-                                    *((f"d{s}", s, ["controller.warmup_epochs=16"]) for s in (2, 4)))}),
-        # actuators on loop_ldam s2: pairwise margins (in cosine units: logits / scale 30) and confused-pair mixup
-        "loop_ldam_pairs": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
-            f"k{k}": [*LDAM_S2, f"controller.pair_gain={k / 30:.4g}", "controller.pair_max=0.0333"] for k in (2, 5)}),
-        "loop_ldam_pair_mix": (["configs/fashion_mnist_lt100.yaml", "configs/methods/closed_loop_ldam.yaml"], {
-            f"g{g}": [*LDAM_S2, f"controller.mix_gain={g}"] for g in (0.1, 0.2)}),
-    },
-    "synthetic": {  # seconds: a smoke test of this script (configs/synthetic.yaml)
-        ERM: (["configs/synthetic.yaml"], {"off": []}),
-        "loop": (["configs/synthetic.yaml", "configs/methods/closed_loop.yaml"],
-                 {f"s{s}": [f"controller.exponent={s}", f"controller.margin_gain={0.15 * s:g}",
-                            "controller.warmup_epochs=1"] for s in (0.5, 1)}),
-        "two_pass_erm": (["configs/synthetic.yaml"], {"p1": ["controller.name=two_pass", FIRST_PASS_FROM_ERM]}),
-    },
-    "names": {
-        ERM: (["configs/names_erm.yaml"], {"off": []}),
-        "loop": (["configs/names.yaml"], {f"s{s}": [f"controller.exponent={s}"] for s in (0.5, 1, 2)}),
-        # the actuators that act on confusions (US vs GB/CA, ES/MX/AR), on the shipped names loop
-        "loop_dro": (["configs/names.yaml"], {
-            f"eta{e}": ["controller.weight_law=dro", f"controller.dro_eta={e}"] for e in (0.05, 0.15, 0.3)}),
-        "loop_pairs": (["configs/names.yaml"], {f"k{k}": [f"controller.pair_gain={k}"] for k in (2, 5, 10)}),
-        # the control split (the loop's feedback, 150 names a class by default) resized, paid for or repaid in
-        # training names; select stays 150 names a class: c75 = held-out 0.15 (training 1275), c300 = 0.3
-        # (training 1050), c450 = 0.4 (training 900)
-        "loop_control": (["configs/names.yaml"], {
-            f"c{c}{label}": [*names_split(h, c), *extra] for c, h in ((75, 0.15), (300, 0.3), (450, 0.4))
-            for label, extra in (("", []), ("k2", ["controller.pair_gain=2"]))}),
-        # ERM with other held-out sizes: h0.15 trains on loop_control c75's 1275 names a class (its 75 control
-        # names unused); h0.1 needs no control split and trains on every name but select's (select 148, control 2)
-        "erm_heldout": (["configs/names_erm.yaml"], {"h0.1": names_split(0.1, 2), "h0.15": names_split(0.15, 75)}),
-    },
-}
-
-
-# the accuracy a pick may give up against raw ERM (on select): the budgets of issue 16's targets, set before
-# any run (balanced Fashion-MNIST: ERM - 0.3 pp; names: ERM - 1 pp; the LT target has no accuracy budget)
-TOLERANCE = {"fashion_mnist": 0.003, "fashion_mnist_lt100": 0.003, "synthetic": 0.003, "names": 0.01}
 
 
 def run_dir(runs: Path, method: str, value: str, seed: int) -> Path:
@@ -260,6 +168,22 @@ def mean_point(per_seed: list[dict]) -> dict:
             for split in ("select", "select_cv", "test")}
 
 
+def matched_gaps(res: dict, erm_front: list[tuple[float, float]], min_accuracy: float) -> dict:
+    """How far a method lies above ERM + calibration's test frontier at matched accuracy (worst-class TPR): at
+    its pick, and the largest gap over its own points (ERM's "off" left out) of test accuracy >= ``min_accuracy``.
+    Reported, never used to choose."""
+    def gap(q: dict) -> float | None:
+        w = worst_at_accuracy(erm_front, q["accuracy"])
+        return None if w is None else q["worst_tpr"] - w
+
+    own = [(g, q) for q in res["points"] if q["value"] != "off" and q["test"]["accuracy"] >= min_accuracy
+           and (g := gap(q["test"])) is not None]
+    g, q = max(own, key=lambda t: t[0], default=(None, None))
+    largest = None if q is None else {"gap": g, "value": q["value"], "spread_weight": q["spread_weight"],
+                                      "accuracy": q["test"]["accuracy"]}
+    return {"at_pick": gap(res["pick"]["test"]), "largest": largest, "min_accuracy": min_accuracy}
+
+
 def analyse(points: dict, labels: torch.Tensor, tolerance: float, versus: tuple[str, ...] = ()) -> dict:
     """Frontiers, the select-chosen picks and their paired bootstrap against ERM + calibration (and against the
     picks of the ``versus`` methods: ``vs_<method>``)."""
@@ -275,6 +199,11 @@ def analyse(points: dict, labels: torch.Tensor, tolerance: float, versus: tuple[
             "points": [{"value": v, "spread_weight": sw, **pts[(v, sw)]} for v, sw in keys],
             "front": [{"value": keys[i][0], "spread_weight": keys[i][1], **pts[keys[i]]["test"]} for i in front],
             "pick": {"value": pick[0], "spread_weight": pick[1], **pts[pick]}}
+    erm_front = [(f["accuracy"], f["worst_tpr"]) for f in out["methods"][ERM]["front"]]
+    for method, res in out["methods"].items():
+        if method != ERM:
+            res["matched"] = matched_gaps(res, erm_front, erm_raw["test"]["accuracy"] - tolerance)
+
     def picked(method: str) -> list[torch.Tensor]:
         pick = out["methods"][method]["pick"]
         return [p["test_pred"] for p in points[method][(pick["value"], pick["spread_weight"])]]
@@ -313,6 +242,15 @@ def markdown(suite: str, res: dict, meta: dict) -> str:
                   f"| method | Δ worst vs {key[3:]} | Δ accuracy vs {key[3:]} |", "|---|---:|---:|"]
         for method, m in res["methods"].items():
             lines.append(f"| {method} | {interval(m[key]['worst_tpr'])} | {interval(m[key]['accuracy'])} |")
+    lines += ["", "At matched accuracy: worst-class TPR above ERM + calibration's test frontier (linear between its "
+              "points: a random mix of two models reaches that), at the pick and at the method's best point of test "
+              "accuracy >= raw ERM's - the tolerance; none where ERM's frontier does not reach that accuracy:", ""]
+    for method, m in res["methods"].items():
+        if "matched" in m:
+            at, big = m["matched"]["at_pick"], m["matched"]["largest"]
+            best = "none" if big is None else (f"{big['gap'] * 100:+.1f} pp at {big['accuracy']:.4f} "
+                                               f"({big['value']}, {big['spread_weight']:g})")
+            lines.append(f"- **{method}**: at its pick {'none' if at is None else f'{at * 100:+.1f} pp'}; best {best}")
     lines += ["", "Frontiers (test means over seeds; non-dominated in accuracy and worst-class TPR):", ""]
     for method, m in res["methods"].items():
         pts = ", ".join(f"({f['value']}, {f['spread_weight']:g}): {f['accuracy']:.4f} / {f['worst_tpr']:.3f}"

@@ -13,8 +13,18 @@ from adaptive_lb.frontier import (
     pick_on_select,
     split_metrics,
     stratified_folds,
+    worst_at_accuracy,
 )
 from adaptive_lb.posthoc import equalising_biases
+
+
+def test_worst_at_accuracy_interpolates_between_frontier_points_by_hand():
+    front = [(0.90, 0.82), (0.92, 0.75), (0.93, 0.70)]
+    assert worst_at_accuracy(front, 0.91) == pytest.approx(0.785)    # halfway from 0.82 to 0.75
+    assert worst_at_accuracy(front, 0.925) == pytest.approx(0.725)
+    assert worst_at_accuracy(front, 0.92) == pytest.approx(0.75)     # on a point
+    assert worst_at_accuracy(front, 0.895) is None and worst_at_accuracy(front, 0.931) is None  # nothing to match
+    assert worst_at_accuracy([(0.9, 0.8)], 0.9) == 0.8 and worst_at_accuracy([], 0.9) is None
 
 
 def test_pareto_front_by_hand():
