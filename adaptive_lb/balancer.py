@@ -314,13 +314,12 @@ class RecallBalancer:
         sweeps = self.posthoc.sweeps if sweeps is None else sweeps  # 0 is a value, not "unset"
         spread = self.posthoc.spread_weight if spread_weight is None else spread_weight
         self.calibration_choice = None
-        if spread == "auto":  # chosen on these logits, cross-fitted; a choice of 0 keeps the raw model
+        if spread == "auto":  # chosen on these logits, cross-fitted
             spread, scores = choose_spread_weight(z, y, self.posthoc.candidates, self.posthoc.tolerance, sweeps)
             self.calibration_choice = {"spread_weight": spread, "candidates": scores}
-            if spread == 0:
-                self.calibration_bias = torch.zeros(self.num_classes)
-                return self.calibration_bias.clone()
-        self.calibration_bias = equalising_biases(z, y, sweeps, spread)
+        # 0, chosen or given, is the raw model (the frontier's spread weight 0), not biases maximising mean TPR
+        self.calibration_bias = torch.zeros(self.num_classes) if spread == 0 else equalising_biases(z, y, sweeps,
+                                                                                                      spread)
         return self.calibration_bias.clone()
 
     def calibrate(self, logits: torch.Tensor) -> torch.Tensor:

@@ -223,8 +223,9 @@ class PosthocConfig(Section):
     # biases that even out held-out TPR; logit_adjust: subtract tau * log(training prior)
     tau: float = knob(1.0, ge=0.0)          # logit_adjust strength
     sweeps: int = knob(8, ge=1)             # equalise: coordinate-ascent sweeps over the classes' biases
-    spread_weight: float | str = knob(1.0, gt=0.0, words=("auto",))  # equalise maximises mean(TPR) -
-    # spread_weight * std(TPR) on held-out: large = even at any cost, small = accuracy first; auto = chosen per
+    spread_weight: float | str = knob(1.0, ge=0.0, words=("auto",))  # equalise maximises mean(TPR) -
+    # spread_weight * std(TPR) on held-out: large = even at any cost, small = accuracy first, 0 = the raw model
+    # (no bias: the frontier's spread weight 0, what select chose for the Fashion-MNIST loop); auto = chosen per
     # run on `select`, cross-fitted, among 0 (no bias) and `candidates` (frontier.choose_spread_weight): the
     # best worst-class TPR whose accuracy stays within `tolerance` of the raw model's. On a small select split
     # auto keeps the raw model when biases fitted on one half do not help the other

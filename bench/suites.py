@@ -30,7 +30,7 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         # the shipped loop with its weight exponent and margin gain scaled together by s
         "loop": (["configs/fashion_mnist.yaml"], {f"s{s}": [f"controller.exponent={s}",
                                                             f"controller.margin_gain={0.15 * s:g}"]
-                                                  for s in (0.5, 1, 2)}),
+                                                  for s in (0.5, 1, 2, 4)}),
         # ablation rows of the actuators that change the representation (adaptive_lb/actuators.py), each on
         # the shipped loop: class-DRO weights, pairwise margins, cluster augmentation, the bias integral
         "loop_dro": (["configs/fashion_mnist.yaml"], {

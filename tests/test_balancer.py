@@ -161,6 +161,8 @@ def test_auto_calibration_records_its_choice_and_zero_means_no_bias():
     assert not b.fit_calibration(fair, labels).any() and b.calibration_choice["spread_weight"] == 0.0
     b.fit_calibration(z, y, spread_weight=1.0)  # a fixed weight: no choice made
     assert b.calibration_choice is None
+    b.posthoc = PosthocConfig(method="equalise", spread_weight=0.0)  # given 0: the raw model, as the frontier's 0
+    assert not b.fit_calibration(z, y).any() and torch.equal(b.calibrate(z), z)
 
 
 class Intensity(torch.utils.data.Dataset):
