@@ -69,11 +69,13 @@ def resolve_first_pass(runs: Path, seed: int, overrides: list[str]) -> list[str]
     """``overrides`` with FIRST_PASS_FROM_ERM replaced by the final held-out TPR of the seed's ERM run."""
     if FIRST_PASS_FROM_ERM not in overrides:
         return overrides
-    metrics = run_dir(runs, ERM, "off", seed) / "metrics.jsonl"
-    if not (metrics.parent / "summary.json").is_file():
-        sys.exit(f"two_pass_erm needs the finished ERM run {metrics.parent.relative_to(ROOT)} (its metrics.jsonl): "
+    from adaptive_lb.rundir import RunDir
+
+    erm = run_dir(runs, ERM, "off", seed)
+    if not (erm / "summary.json").is_file():
+        sys.exit(f"two_pass_erm needs the finished ERM run {erm.relative_to(ROOT)} (its metrics.jsonl): "
                  f"run the ERM rows of seed {seed} first (a stored ERM record alone does not hold the TPR)")
-    tpr = json.loads(metrics.read_text().splitlines()[-1])["heldout"]["tpr"]
+    tpr = RunDir(erm).read_metrics()[-1]["heldout"]["tpr"]
     given = f"controller.first_pass_tpr=[{','.join(map(repr, tpr))}]"
     return [given if o == FIRST_PASS_FROM_ERM else o for o in overrides]
 
