@@ -78,12 +78,12 @@ def test_rank_batches_together_are_the_one_process_batches():
 # ------------------------------------------------------------------------------------------ spawned ranks
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     """One gloo rank: the confusion of the untrained model on every split, then two epochs of the loop."""
-    import torch.distributed as dist
-
+    from adaptive_lb import distributed
     from adaptive_lb.trainer import Trainer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    distributed.init_distributed("cpu")  # joined as the CLI joins, so exit_process below knows to skip finalising
     try:
         cfg = _spawn_config()
         trainer = Trainer(cfg, build_data(cfg.data, cfg.train.seed))
@@ -93,7 +93,9 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         torch.save({"fixed": fixed, "logits": logits, "summary": summary, "balancer": trainer.balancer.state_dict(),
                     "model": trainer.model.state_dict(), "ema": trainer.ema.state_dict()}, f"{out}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()
+    # leave as the CLI does: gloo's threads, kept alive by DDP, abort a finalising interpreter now and then
+    distributed.exit_process(0)
 
 
 def _spawn_config():
