@@ -31,6 +31,10 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
         "loop": (["configs/fashion_mnist.yaml"], {f"s{s}": [f"controller.exponent={s}",
                                                             f"controller.margin_gain={0.15 * s:g}"]
                                                   for s in (0.5, 1, 2, 4)}),
+        # the shipped loop's damping and warm-up re-selected on select, one at a time around the shipped s2
+        # (damping 0.3, warm-up 3 = the loop row's s2): d = damping, w = warm-up epochs
+        "loop_damping": (["configs/fashion_mnist.yaml"], {
+            **{f"d{d}": [f"controller.damping={d}"] for d in (0.15, 0.6)}, "w1": ["controller.warmup_epochs=1"]}),
         # ablation rows of the actuators that change the representation (adaptive_lb/actuators.py), each on
         # the shipped loop: class-DRO weights, pairwise margins, cluster augmentation, the bias integral
         "loop_dro": (["configs/fashion_mnist.yaml"], {
