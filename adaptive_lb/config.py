@@ -180,6 +180,10 @@ class TrainConfig(Section):
     # steps = ln 0.5 / ln d (0.995: 138 steps, 0.65 of a 211-step Fashion-MNIST epoch)
     ema_decay: float = knob(0.0, ge=0.0, lt=1.0)
     ema_warmup: bool = True  # d_t = min(ema_decay, (1+t)/(10+t)) at step t: early steps forget the random init
+    # self-distillation from the EMA model: loss += w * T^2 * KL(softmax(ema/T) || softmax(live/T)), the EMA's
+    # soft labels of each training batch (an extra forward pass of the EMA model per step); 0 = off; needs EMA
+    distill_weight: float = knob(0.0, ge=0.0)
+    distill_temperature: float = knob(2.0, gt=0.0)  # T of the term above: higher = softer teacher labels
     # per-epoch loggers besides metrics.jsonl: tensorboard = per-class TPR, weights, intensities and offsets into
     # <run>/tensorboard/ (needs the tensorboard extra); [] = none
     loggers: tuple[str, ...] = ()
@@ -189,6 +193,9 @@ class TrainConfig(Section):
         if unknown or len(set(self.loggers)) != len(self.loggers):
             raise ConfigError(f"train.loggers: {list(self.loggers)} is not a list of distinct loggers; use any of "
                               f"{', '.join(LOGGERS)}, or [] for none")
+        if self.distill_weight and self.ema_decay == 0.0:
+            raise ConfigError(f"train.distill_weight={self.distill_weight:g} distils from the EMA model, and EMA is "
+                              "off: set train.ema_decay (e.g. 0.995) or train.distill_weight=0")
         if self.ema_decay == 0.0 and not self.ema_warmup:
             warnings.warn("train.ema_warmup=false does nothing with train.ema_decay=0 (EMA off): set "
                           "train.ema_decay or drop ema_warmup", ConfigWarning, stacklevel=2)

@@ -11,6 +11,9 @@
 
 Every loss multiplies the (adjusted) logits by ``cfg.scale`` first and reduces the weighted per-sample losses
 with ``cfg.reduction`` (``REDUCTIONS``). The offsets only shape training: predictions use the raw logits.
+
+``distillation_loss`` is the self-distillation term the trainer adds with ``train.distill_weight`` (teacher: the
+EMA model).
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch
     """``w[y_i] * (1 - p_t)^gamma * CE_i`` reduced by ``reduction``; gamma = 0 gives exactly weighted CE."""
     ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B,) = -log p_t
     return REDUCTIONS[reduction]((1 - torch.exp(-ce)).clamp_min(0) ** gamma * ce, targets, class_weights)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, ``(B,)``, for logits ``(B, C)``
+    (Hinton et al., 2015: the T^2 keeps its gradient's scale that of CE as T changes). No gradient flows into
+    ``teacher``."""
+    log_p_t = F.log_softmax(teacher.detach().float() / temperature, dim=1)  # (B, C)
+    log_p_s = F.log_softmax(student.float() / temperature, dim=1)
+    return temperature ** 2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
 
 
 def ldam_margins(counts: torch.Tensor, max_m: float) -> torch.Tensor:

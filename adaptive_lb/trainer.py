@@ -35,6 +35,7 @@ from adaptive_lb.data.samplers import check_sampler, epoch_size
 from adaptive_lb.data.splits import class_counts
 from adaptive_lb.ema import ModelEma
 from adaptive_lb.errors import ConfigError, ConfigWarning, NonFiniteLossError, RunDirError
+from adaptive_lb.losses import distillation_loss
 from adaptive_lb.metrics import confusion_matrix, summarize
 from adaptive_lb.models import create_model
 from adaptive_lb.optim import create_optimizer, create_scheduler
@@ -267,6 +268,8 @@ class Trainer:
             with self._autocast():
                 logits = self.train_model(xb)  # (B, C); DDP: this rank's part of the global batch
             loss = self.balancer.loss(logits, yb)  # weights, offsets and pair margins of the current action
+            if self.cfg.train.distill_weight:  # the EMA model's soft labels of this batch (checked: EMA is on)
+                loss = loss + self._distillation(xb, logits)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -289,6 +292,13 @@ class Trainer:
         if self.world > 1:  # the images of all ranks this epoch (images/s of the whole job)
             images = int(ddp.sum_over_ranks(loss_sum, images)[1])
         return mean_loss, images
+
+    def _distillation(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``train.distill_weight`` times the mean self-distillation term of a batch, teacher the EMA model."""
+        t = self.cfg.train
+        with torch.no_grad(), self._autocast():
+            teacher = self.ema.module(xb)  # (B, C); eval mode: BatchNorm's running statistics
+        return t.distill_weight * distillation_loss(logits, teacher, t.distill_temperature).mean()
 
     def _mean_loss(self, loss_sum: torch.Tensor, images: int) -> float:
         """Mean training loss so far (all ranks' when distributed: every rank sees the same NaN and stops)."""

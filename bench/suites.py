@@ -45,6 +45,9 @@ SUITES: dict[str, dict[str, tuple[list[str], dict[str, list[str]]]]] = {
             for g in (-0.2, 0.2, 0.5)}),
         "loop_bias_integral": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"controller.bias_gain={k}"]
                                                                 for k in (0.1, 0.3)}),
+        # self-distillation from the EMA model (train.distill_weight, T = 2): the EMA's soft labels carry which
+        # classes it confuses into the live model's training
+        "loop_distill": (["configs/fashion_mnist.yaml"], {f"k{k}": [f"train.distill_weight={k}"] for k in (0.5, 2)}),
         # confused-pair mixup (SelMix-style): hard-class images blended with their confusers', label kept
         "loop_pair_mix": (["configs/fashion_mnist.yaml"], {f"g{g}": [f"controller.mix_gain={g}"]
                                                            for g in (0.05, 0.1, 0.2)}),

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from adaptive_lb.config import ControllerConfig, OptimConfig
 from adaptive_lb.controllers import StaticController, create_controller
 from adaptive_lb.errors import ConfigError
-from adaptive_lb.losses import weighted_cross_entropy
+from adaptive_lb.losses import distillation_loss, weighted_cross_entropy
 from adaptive_lb.metrics import Measurement
 from adaptive_lb.optim import create_optimizer, create_scheduler, lr_factor
 
@@ -81,3 +81,23 @@ def test_static_controller_normalises_to_mean_one():
 def test_static_controller_wrong_length():
     with pytest.raises(ConfigError, match="has 2 entries but the data has 3 classes"):
         create_controller(ControllerConfig(weights=(1.0, 2.0)), torch.tensor([5, 5, 5]), epochs=5)
+
+
+def test_distillation_loss_by_hand_and_against_torch_kl_div():
+    # T = 1: teacher [log 3, 0] -> p = [0.75, 0.25]; student [0, 0] -> q = [0.5, 0.5];
+    # KL(p || q) = 0.75 ln 1.5 + 0.25 ln 0.5 = 0.130812
+    student, teacher = torch.zeros(1, 2), torch.tensor([[math.log(3), 0.0]])
+    assert distillation_loss(student, teacher, 1.0).item() == pytest.approx(0.130812, abs=1e-6)
+    s, t = torch.randn(5, 4), torch.randn(5, 4)
+    ref = F.kl_div(F.log_softmax(s / 2, 1), F.log_softmax(t / 2, 1), log_target=True, reduction="none").sum(1) * 4
+    assert torch.allclose(distillation_loss(s, t, 2.0), ref, atol=1e-6)
+    assert torch.allclose(distillation_loss(t, t, 3.0), torch.zeros(5), atol=1e-6)  # the teacher itself: 0
+
+
+def test_distillation_loss_pulls_the_student_only():
+    s, t = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4, requires_grad=True)
+    distillation_loss(s, t, 2.0).sum().backward()
+    assert t.grad is None and s.grad.abs().sum() > 0
+    with torch.no_grad():  # one step down the gradient brings the student's soft labels closer to the teacher's
+        moved = s - 0.5 * s.grad
+    assert distillation_loss(moved, t, 2.0).sum() < distillation_loss(s, t, 2.0).sum()

@@ -101,6 +101,7 @@ LONG_TAIL = {"long_tail": "exp", "imbalance_ratio": 10.0}
     ({**NAMES_SECTIONS, "controller": LOOP}, 2),  # text: char_gru, character edits driven by the loop
     ({"train": {"ema_decay": 0.9}, "controller": LOOP, "posthoc": {"method": "equalise", "sweeps": 2}}, 2),  # EMA
     ({"train": {"ema_decay": 0.9}, "controller": {"name": "two_pass"}}, 3),  # a fresh EMA for the second pass
+    ({"train": {"ema_decay": 0.9, "distill_weight": 1.0}, "controller": LOOP}, 1),  # distilled from the EMA
 ])
 def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, make_config, sections, stop, request):
     if sections.get("data", {}).get("name") == "names":
@@ -370,6 +371,27 @@ def test_ema_model_swings_less_epoch_to_epoch_than_the_raw_one(make_config):
     ema, raw = swing([r["heldout"] for r in keep.records]), swing([r["raw"]["heldout"] for r in keep.records])
     assert raw > 0.02, "the setting must make the raw model swing, or the test shows nothing"
     assert ema < 0.6 * raw, (ema, raw)
+
+
+def test_self_distillation_pulls_the_live_model_towards_the_ema_model(make_config):
+    """train.distill_weight: the live model's held-out soft labels end closer to the EMA model's than without."""
+    from adaptive_lb.losses import distillation_loss
+
+    gaps = {}
+    for weight in (0.0, 5.0):
+        cfg = make_config(train={"epochs": 2, "ema_decay": 0.9, "distill_weight": weight})
+        trainer = Trainer(cfg, build_data(cfg.data, 0))
+        trainer.fit()
+        with torch.no_grad():
+            live = torch.cat([z for z, _ in trainer._eval_logits("heldout", model=trainer.model)])
+            ema = torch.cat([z for z, _ in trainer._eval_logits("heldout", model=trainer.ema.module)])
+        gaps[weight] = distillation_loss(live, ema, 2.0).mean().item()
+    assert gaps[5.0] < 0.5 * gaps[0.0]
+
+
+def test_self_distillation_without_ema_is_one_clear_error(make_config):
+    with pytest.raises(ConfigError, match=r"train.distill_weight=0.5 .*set train.ema_decay"):
+        make_config(train={"distill_weight": 0.5})
 
 
 def test_two_pass_starts_a_fresh_ema_with_the_fresh_model(make_config):
