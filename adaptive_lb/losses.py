@@ -67,7 +67,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     ``teacher``."""
     log_p_t = F.log_softmax(teacher.detach().float() / temperature, dim=1)  # (B, C)
     log_p_s = F.log_softmax(student.float() / temperature, dim=1)
-    return temperature ** 2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return temperature ** 2 * F.kl_div(log_p_s, log_p_t, log_target=True, reduction="none").sum(dim=1)
 
 
 def ldam_margins(counts: torch.Tensor, max_m: float) -> torch.Tensor:
