@@ -266,10 +266,21 @@ class DampedController:
 
 def _cdb(cfg: ControllerConfig, train_counts: torch.Tensor, epochs: int) -> DampedController:
     """The published CDB baseline: weights ``(1 - tpr)^tau`` every epoch, no damping, no other actuator."""
-    published = dataclasses.replace(cfg, weight_fn="cdb", weight_law="damped", damping=1.0, integral_gain=0.0,
-                                    aug_gain=0.0, margin_gain=0.0, pair_gain=0.0, bias_gain=0.0,
-                                    mix_gain=0.0)
-    return DampedController(len(train_counts), published)
+    return DampedController(len(train_counts), as_built(cfg))
+
+
+def as_built(cfg: ControllerConfig) -> ControllerConfig:
+    """``cfg`` as its controller reads it: ``static``/``drw`` read only their weights (every other field is put at
+    its default), ``cdb`` runs with the published settings in place of the loop's. Two configs with the same
+    ``as_built`` build the same controller: bench/store.py keys stored runs by it, so editing a loop setting of a
+    shared base config does not retrain the ERM rows built on it."""
+    if cfg.name in ("static", "drw"):
+        return ControllerConfig(name=cfg.name, weights=cfg.weights, count_weights=cfg.count_weights, beta=cfg.beta,
+                                drw_epoch=cfg.drw_epoch)
+    if cfg.name == "cdb":
+        return dataclasses.replace(cfg, weight_fn="cdb", weight_law="damped", damping=1.0, integral_gain=0.0,
+                                   aug_gain=0.0, margin_gain=0.0, pair_gain=0.0, bias_gain=0.0, mix_gain=0.0)
+    return cfg
 
 
 CONTROLLERS = {

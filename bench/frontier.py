@@ -19,15 +19,15 @@ numbers are compared with ERM + calibration's pick by a paired, class-stratified
 Writes ``bench/results/frontier_<suite>[_<tag>].{md,json,png}``; run dirs go to ``runs/frontier_<suite>[_<tag>]``
 and are reused (an interrupted benchmark continues; each run's calibration sweep is cached beside it). Each
 finished run's sweep is also kept in ``bench/results/frontier_runs/<stem>/`` (gzip, ~30 KB a run), keyed by the
-configs and overrides it was trained with: commit it, and a later session, on a machine without ``runs/``,
-re-renders the benchmark and adds rows to it without retraining; a record made with other settings is retrained.
+resolved config it was trained with (every field, less those that cannot change the sweep: ``UNKEYED``): commit
+it, and a later session, on a machine without ``runs/``, re-renders the benchmark and adds rows to it without
+retraining; a record whose config differs from what its configs and overrides resolve to now (a config file or a
+default edited since) is retrained, and the differing keys are printed. ``--no-train`` only renders what is there.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import os
 import platform
@@ -39,23 +39,17 @@ from pathlib import Path
 
 import torch
 from compare import ROOT, train_run
+from store import changed, keyed, load_record, record_path, save_record, settings
 from suites import ERM, FIRST_PASS_FROM_ERM, SUITES, TOLERANCE
 
 from adaptive_lb.frontier import calibration_sweep, paired_bootstrap, pareto_front, pick_on_select, worst_at_accuracy
 
-# every finished run's sweep, committed: the next session (a fresh machine, no runs/) re-renders and extends a
-# benchmark without retraining what earlier sessions ran
-STORE = ROOT / "bench" / "results" / "frontier_runs"
 SPREAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # 0 = the raw model
 KEYS = ("accuracy", "worst_tpr", "tpr_std", "balanced_accuracy")
 
 
 def run_dir(runs: Path, method: str, value: str, seed: int) -> Path:
     return runs / method / value / f"seed{seed}"
-
-
-def record_path(stem: str, method: str, value: str, seed: int) -> Path:
-    return STORE / stem / method / value / f"seed{seed}.pt.gz"
 
 
 def job_args(suite: str, job: tuple[str, str, int], overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -101,45 +95,38 @@ def sweep(path: Path) -> tuple[list[dict], torch.Tensor]:
     return points, test[1]
 
 
-def save_record(path: Path, args: list[str], points: list[dict], labels: torch.Tensor) -> None:
-    """Write a run's sweep to the committed store, predictions as bytes where they fit (gzip, ~30 KB a run)."""
-    def small(t: torch.Tensor) -> torch.Tensor:
-        return t.to(torch.uint8) if int(t.max()) < 256 else t
-
-    buf = io.BytesIO()
-    torch.save({"args": args, "labels": small(labels),
-                "points": [{**p, "test_pred": small(p["test_pred"])} for p in points]}, buf)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
-    tmp.replace(path)  # never a half-written record
-
-
-def load_record(path: Path, key: list[str]) -> tuple[list[dict], torch.Tensor] | None:
-    """A stored run's sweep and labels, or None when there is none or it was made with other settings."""
-    if not path.is_file():
-        return None
-    rec = torch.load(io.BytesIO(gzip.decompress(path.read_bytes())), weights_only=True)
-    if rec["args"] != key:
-        print(f"{path.relative_to(ROOT)}: stored for other settings than {' '.join(key)}; retraining")
-        return None
-    return [{**p, "test_pred": p["test_pred"].long()} for p in rec["points"]], rec["labels"].long()
-
-
-def stored(suite: str, stem: str, job: tuple[str, str, int], overrides: list[str]) -> tuple[Path, list[str]]:
-    """Where the job's record lives in the store and the settings it must have been made with."""
+def stored(suite: str, stem: str, job: tuple[str, str, int], overrides: list[str]) -> tuple[Path, list[str], dict]:
+    """Where the job's record lives in the store, its configs and overrides, and the config it must have been
+    made with."""
     files, args = job_args(suite, job, overrides)
-    return record_path(stem, *job), [*files, *args]
+    return record_path(stem, *job), [*files, *args], settings(files, args)
 
 
 def run_record(suite: str, stem: str, runs: Path, job: tuple[str, str, int], overrides: list[str],
                found: tuple[list[dict], torch.Tensor] | None) -> tuple[list[dict], torch.Tensor]:
     """The job's sweep and test labels: ``found`` in the committed store, else from its run folder (then stored)."""
     if found is None:
-        path, key = stored(suite, stem, job, overrides)
+        from adaptive_lb.rundir import RunDir
+
+        path, args, config = stored(suite, stem, job, overrides)
+        made = keyed(RunDir(run_dir(runs, *job)).config())  # the run's own config.yaml: what it was trained with
+        if diff := changed(made, config):  # a config edited since it was trained: never render it under this label
+            sys.exit(f"{run_dir(runs, *job).relative_to(ROOT)} was trained with other settings than "
+                     f"{' '.join(args)} resolve to now ({', '.join(diff[:4])} differ): restore the config, "
+                     f"or delete the run folder to retrain it")
         found = sweep(run_dir(runs, *job))
-        save_record(path, key, *found)
+        save_record(path, args, made, *found)
     return found
+
+
+def omit_untrained(jobs: list[tuple[str, str, int]], todo: list[tuple[str, str, int]]) -> tuple[list, list]:
+    """``--no-train``: the jobs less those that would be trained (listed), and nothing to train; ERM's are needed."""
+    print(f"--no-train: leaving out {len(todo)} runs with no record and no finished run: "
+          f"{', '.join('/'.join(map(str, j)) for j in todo)}")
+    if any(j[0] == ERM for j in todo):
+        sys.exit("--no-train: the ERM runs of every seed are needed (the shared 'off' point and the baseline): "
+                 "train them first (drop --no-train)")
+    return [j for j in jobs if j not in todo], []
 
 
 def knob_values(suite: str, method: str, only: list[str] | None) -> list[str]:
@@ -303,6 +290,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the run folder and result files (e.g. subset)")
     ap.add_argument("--methods", nargs="+", help="a subset of the suite's methods (erm is always run)")
     ap.add_argument("--values", nargs="+", help="only these knob value labels (e.g. s1 s2): stage a long sweep")
+    ap.add_argument("--no-train", action="store_true", help="render only what is stored or finished; leave out "
+                    "(and list) the runs that would have to be trained")
     ap.add_argument("--versus", nargs="+", default=[], help="also compare every pick with these methods' picks "
                     "(e.g. ldam_drw on the long-tailed suite)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.ema_decay=0.995")
@@ -322,6 +311,8 @@ def main() -> None:
     jobs = [(m, v, s) for s in args.seeds for m in methods for v in knob_values(args.suite, m, args.values)]
     found = {j: load_record(*stored(args.suite, stem, j, args.overrides)) for j in jobs}
     todo = [j for j in jobs if found[j] is None and not (run_dir(runs, *j) / "summary.json").is_file()]
+    if args.no_train and todo:
+        jobs, todo = omit_untrained(jobs, todo)
     start = time.perf_counter()
     def train(job: tuple[str, str, int]) -> None:
         files, overrides = job_args(args.suite, job, args.overrides)

@@ -12,6 +12,7 @@ from adaptive_lb.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import frontier  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import store  # noqa: E402
 
 CASES = [(suite, method, value) for suite, methods in frontier.SUITES.items()
          for method, (_, values) in methods.items() for value in values]
@@ -42,7 +43,7 @@ def test_frontier_rerenders_from_its_committed_store_without_the_run_folders(tmp
     import shutil
 
     monkeypatch.setattr(frontier, "ROOT", tmp_path)
-    monkeypatch.setattr(frontier, "STORE", tmp_path / "store")
+    monkeypatch.setattr(store, "STORE", tmp_path / "store")
     (tmp_path / "bench" / "results").mkdir(parents=True)
     argv = ["frontier.py", "--suite", "synthetic", "--seeds", "0", "--jobs", "2", "--tag", "t"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -66,9 +67,54 @@ def test_frontier_rerenders_from_its_committed_store_without_the_run_folders(tmp
     assert trained == [] and not (tmp_path / "runs").exists()
     assert again["methods"] == first["methods"]
 
+    # settings that cannot change a sweep (logging, the post-hoc ending) change no record's key: nothing trains
+    monkeypatch.setattr(sys, "argv", [*argv, "train.log_every=7", "posthoc.sweeps=3"])
+    frontier.main()
+    assert trained == []
+
+    # a config file edited since its records were made (no override differs): those records are not read as the
+    # runs asked for, and the key that differs is named; --no-train then renders the rest and trains nothing
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    overlay = tmp_path / "configs/methods/closed_loop.yaml"
+    overlay.write_text(overlay.read_text().replace("damping: 0.3", "damping: 0.6"))
+    monkeypatch.setattr(store, "REPO", tmp_path)
+    monkeypatch.setattr(sys, "argv", [*argv, "--no-train"])
+    capsys.readouterr()
+    frontier.main()
+    out = capsys.readouterr().out
+    assert trained == [] and out.count("controller.damping differ") == 2
+    assert "--no-train: leaving out 2 runs" in out and "loop/s0.5/0" in out
+    partial = json.loads((tmp_path / "bench/results/frontier_synthetic_t.json").read_text())
+    assert set(partial["methods"]) == {"erm", "two_pass_erm"}
+    assert partial["methods"]["two_pass_erm"] == first["methods"]["two_pass_erm"]
+    monkeypatch.setattr(store, "REPO", ROOT)
+
     # other settings: every run is trained again (two_pass_erm left out: it would need the ERM run's folder)
     monkeypatch.setattr(sys, "argv", [*argv, "train.epochs=2", "--methods", "loop"])
     capsys.readouterr()
     with pytest.raises(ConfigError):  # (train_run is stubbed, so the sweep finds no run folder)
         frontier.main()
     assert len(trained) == 3 and capsys.readouterr().out.count("stored for other settings") == 3
+
+
+def test_a_record_key_is_the_resolved_config_less_what_cannot_change_a_sweep():
+    base = store.settings(["configs/fashion_mnist.yaml"], [])
+    assert base["controller.damping"] == 0.3 and not any(k.startswith(("posthoc.", "data.root")) for k in base)
+    # the same config spelt another way is the same key; a field added to the code since a record was made
+    # (absent from it) counts only where the run asked for sets it off its default
+    same = store.settings(["configs/fashion_mnist.yaml"], ["controller.damping=0.3", "posthoc.spread_weight=2"])
+    assert store.changed(base, same) == []
+    older = {k: v for k, v in base.items() if k != "train.distill_weight"}
+    assert store.changed(older, base) == []
+    assert store.changed(older, {**base, "train.distill_weight": 0.5}) == ["train.distill_weight"]
+    assert store.changed(base, {**base, "controller.warmup_epochs": 1}) == ["controller.warmup_epochs"]
+    # a loop setting of the shared base config changes the loop's key, not ERM's (its static controller reads
+    # only its weights); CDB's only where the published CDB reads it (when it starts, not the loop's margins)
+    def moves(config: str, edit: str) -> bool:
+        return bool(store.changed(store.settings([config], []), store.settings([config], [edit])))
+
+    assert [moves("configs/fashion_mnist_erm.yaml", e) for e in ("controller.warmup_epochs=1",
+                                                                  "controller.margin_gain=0.9")] == [False, False]
+    assert [moves("configs/fashion_mnist_cdb.yaml", e) for e in ("controller.warmup_epochs=1",
+                                                                  "controller.margin_gain=0.9")] == [True, False]
+    assert moves("configs/fashion_mnist.yaml", "controller.margin_gain=0.9")
