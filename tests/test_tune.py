@@ -241,12 +241,52 @@ def test_final_runs_are_reused_only_for_the_same_config(tmp_path):
     assert "damped" in (tmp_path / "run" / "config.yaml").read_text()
 
 
+def test_trials_average_their_seeds_and_prune_on_the_first(tmp_path):
+    """tune.trial_seeds=2: every trial and the ERM reference train seeds 0 and 1; the objective and the guard are
+    their means; a pruned trial never trains its second seed."""
+    cfg = write_config(tmp_path, {
+        "trial_seeds": 2, "pruner": "median", "startup_trials": 1, "prune_warmup_epochs": 0, "sampler": "random",
+        "seed": 3, "guard_delta": 0.1, "final_seeds": [],
+        "params": {"controller.damping": {"low": 0.1, "high": 1.0}, "optim.lr": {"choices": [0.05, 0.0002]}}})
+    r = run_cli("tune", cfg, *SMALL, "--trials", "5", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study_dir = tmp_path / "studies" / "study"
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{study_dir / 'study.db'}")
+
+    def select(path):
+        return json.loads((path / "summary.json").read_text())["select"]
+
+    ref = [select(study_dir / name) for name in ("reference", "reference-seed1")]
+    assert study.user_attrs["reference"]["accuracy"] == pytest.approx((ref[0]["accuracy"] + ref[1]["accuracy"]) / 2)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert pruned and done
+    for t in done:
+        runs = [select(study_dir / "trials" / f"trial-{t.number:04d}{tail}") for tail in ("", "-seed1")]
+        assert runs[0]["tpr_var"] != runs[1]["tpr_var"]  # two seeds, two different runs
+        assert t.value == pytest.approx((runs[0]["tpr_var"] + runs[1]["tpr_var"]) / 2)
+        assert t.user_attrs["tpr_var_per_seed"] == pytest.approx([runs[0]["tpr_var"], runs[1]["tpr_var"]])
+    for t in pruned:
+        assert not (study_dir / "trials" / f"trial-{t.number:04d}-seed1").exists()
+    table = (study_dir / "study.md").read_text()
+    assert "seeds per trial (means): 0, 1" in table and table.count("per seed ") == len(done)
+
+
+def test_trial_seeds_may_not_reach_the_final_seeds(tmp_path):
+    cfg = write_config(tmp_path, {**space(), "trial_seeds": 3, "final_seeds": [2, 1000]})
+    with pytest.raises(ConfigError, match=r"trial_seeds: trials would train seed\(s\) \[2\]"):
+        load_tune_spec([cfg], [])
+    assert load_tune_spec([cfg], ["train.seed=5"]).trial_seeds() == (5, 6, 7)
+
+
 def test_study_settings_that_do_not_judge_trials_may_change(tmp_path):
     cfg = write_config(tmp_path, space())
     base = load_tune_spec([cfg], []).fingerprint()
     assert load_tune_spec([cfg], ["tune.final_seeds=[5]", "tune.pruner=hyperband"]).fingerprint() == base
     assert load_tune_spec([cfg], ["tune.guard_delta=0.2"]).fingerprint() != base
     assert load_tune_spec([cfg], ["train.epochs=4"]).fingerprint() != base
+    assert load_tune_spec([cfg], ["tune.trial_seeds=1"]).fingerprint() == base  # the default: studies made before
+    assert load_tune_spec([cfg], ["tune.trial_seeds=2"]).fingerprint() != base
 
 
 def test_an_interrupted_trial_is_queued_again(tmp_path):

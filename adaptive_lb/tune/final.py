@@ -76,6 +76,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             note += f"; retried as #{retried[t.number]}"
         if t.state.name == "PRUNED":
             note = f"pruned after epoch {t.user_attrs.get('epoch', '?')}"
+        if t.user_attrs.get("tpr_var_per_seed"):  # a trial over several seeds: the spread behind its mean
+            note += "; per seed " + " / ".join(f"{v:.6f}" for v in t.user_attrs["tpr_var_per_seed"])
         rows.append({"number": t.number, "state": t.state.name.lower(), "values": t.values or [],
                      "accuracy": t.user_attrs.get("accuracy"),
                      "feasible": feasible(t) if t.state.name == "COMPLETE" else None,
@@ -151,7 +153,8 @@ def study_markdown(study: Any, spec: TuneSpec, best: Any, final_table: str) -> s
              + (f"{spec.tune.reference_accuracy} (given)" if spec.tune.reference_accuracy else
                 f"ERM run: accuracy {ref['accuracy']:.4f}, TPR var {ref['tpr_var']:.6f}" if ref else "not yet run"),
              f"- trials: {len(trials)}; time in trials: {secs / 60:.1f} min; device(s): {', '.join(devices) or '?'}",
-             f"- trial overrides: {', '.join(spec.tune.trial_overrides) or 'none'}"]
+             f"- trial overrides: {', '.join(spec.tune.trial_overrides) or 'none'}; seeds per trial (means): "
+             f"{', '.join(map(str, spec.trial_seeds()))}"]
     if best is not None:
         lines += ["", f"## Best trial: #{best.number}", "",
                   f"held-out TPR variance {best.values[0]:.6f} (std {best.values[0] ** 0.5:.4f}), held-out "

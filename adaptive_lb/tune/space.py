@@ -46,6 +46,10 @@ class TuneConfig(Section):
     reference_overrides: tuple[str, ...] = ERM_OVERRIDES  # turn the config into the reference run
     trial_overrides: tuple[str, ...] = ()  # dotted overrides for trials and reference only (shorter runs);
     # best.yaml and the final retraining use the config without them
+    # seeds a trial (and a trained reference) averages its objective and guard over: train.seed, train.seed + 1,
+    # ...; one seed's select TPR variance is noisy (300 images a class: trials' gaps sit inside it). Pruning
+    # reads the first seed's epochs only, so a trial costs one run until it survives them
+    trial_seeds: int = knob(1, ge=1)
     sampler: str = knob("tpe", choices=("tpe", "random"))
     pruner: str = knob("median", choices=("median", "hyperband", "none"))  # single mode only
     startup_trials: int = knob(4, ge=0)       # trials finished before TPE models and the median pruner acts
@@ -115,6 +119,11 @@ class TuneSpec:
             node[leaf] = value
         return from_dict(RunConfig, raw)
 
+    def trial_seeds(self) -> tuple[int, ...]:
+        """The seeds every trial trains: the trial config's ``train.seed`` and the next ``trial_seeds - 1``."""
+        first = self.config(trial=True).train.seed
+        return tuple(range(first, first + self.tune.trial_seeds))
+
     def default_values(self) -> dict[str, Any]:
         """The base config's own value of every searched parameter."""
         cfg = to_dict(self.config())
@@ -135,6 +144,8 @@ class TuneSpec:
         t = self.tune
         judged = {k: getattr(t, k) for k in ("mode", "guard_metric", "guard_delta", "reference_accuracy",
                                               "reference_overrides", "trial_overrides")}
+        if t.trial_seeds > 1:  # a one-seed study made before the field keeps its fingerprint
+            judged["trial_seeds"] = t.trial_seeds
         return json.dumps({"config": self.raw, "tune": judged,
                            "params": {k: to_dict(p) for k, p in self.params.items()}}, sort_keys=True, default=str)
 
@@ -158,6 +169,10 @@ def load_tune_spec(paths: list[str], overrides: list[str]) -> TuneSpec:
             if item.partition("=")[0] == name:
                 raise ConfigError(f"tune.trial_overrides sets {name}, which is also searched: drop one")
     spec.config(trial=True, reference=True)
+    clash = sorted(set(spec.trial_seeds()) & set(tune.final_seeds))
+    if clash:
+        raise ConfigError(f"tune.trial_seeds: trials would train seed(s) {clash}, which tune.final_seeds keeps "
+                          "fresh for the final comparison; lower trial_seeds or move train.seed")
     return spec
 
 

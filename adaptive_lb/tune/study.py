@@ -26,7 +26,8 @@ from adaptive_lb.errors import ConfigError
 from adaptive_lb.tune.space import TuneSpec
 from adaptive_lb.tune.storage import fail_dead_local_trials, requeue, retry, worker_id
 
-_DATA: dict[str, Any] = {}  # one dataset kept per process: every trial of a study uses the same data
+_DATA: dict[str, Any] = {}  # datasets kept per process: every trial of a study uses the same data (per seed)
+_KEEP = 4  # datasets kept at most (a full Fashion-MNIST is ~200 MB as float tensors)
 
 
 def dataset(cfg: RunConfig) -> Any:
@@ -35,7 +36,8 @@ def dataset(cfg: RunConfig) -> Any:
 
     key = json.dumps([to_dict(cfg.data), cfg.train.seed], sort_keys=True)
     if key not in _DATA:
-        _DATA.clear()
+        if len(_DATA) >= _KEEP:  # a study trains few seeds: keep each one's splits, drop the oldest beyond that
+            _DATA.pop(next(iter(_DATA)))
         _DATA[key] = build_data(cfg.data, cfg.train.seed)
     return _DATA[key]
 
@@ -58,6 +60,29 @@ def train_run(cfg: RunConfig, path: Path, callbacks: list[Callback] = ()) -> dic
     run = RunDir.create(path, cfg)
     trainer = Trainer(cfg, dataset(cfg), [RunDirWriter(run), *callbacks])
     return trainer.fit()
+
+
+def seed_path(path: Path, first: int, seed: int) -> Path:
+    """Run dir of ``seed`` in a trial of seeds from ``first``: the first at ``path`` (what a one-seed study
+    writes), the others beside it as ``<path>-seed<N>``."""
+    return path if seed == first else path.with_name(f"{path.name}-seed{seed}")
+
+
+def train_seeds(cfg: RunConfig, path: Path, seeds: tuple[int, ...], first: list[Callback] = (),
+                rest: list[Callback] = ()) -> dict:
+    """Train ``cfg`` once per seed (``first`` callbacks on the first run, ``rest`` on the others); the judged
+    split's numbers averaged over the seeds, with each seed's TPR variance under ``per_seed``."""
+    from dataclasses import replace
+
+    held = []
+    for seed in seeds:
+        run = replace(cfg, train=replace(cfg.train, seed=seed))
+        summary = train_run(run, seed_path(path, seeds[0], seed), list(first if seed == seeds[0] else rest))
+        held.append(judged_split(summary))
+    keys = ("accuracy", "balanced_accuracy", "tpr_std", "worst_tpr", "tpr_var")
+    out = {k: sum(h[k] for h in held) / len(held) for k in keys}
+    out["per_seed"] = [h["tpr_var"] for h in held]
+    return out
 
 
 def create_sampler(spec: TuneSpec, offset: int) -> Any:
@@ -133,7 +158,8 @@ def reference_value(study: Any, spec: TuneSpec, study_dir: Path, callbacks: list
         with _locked(study_dir / ".reference.lock"):  # one process trains it, others on the machine wait
             if "reference" not in study.user_attrs:  # read again from storage: another worker may have set it
                 path = study_dir / "reference"
-                held = judged_split(train_run(spec.config(trial=True, reference=True), path, list(callbacks)))
+                cfg = spec.config(trial=True, reference=True)
+                held = train_seeds(cfg, path, spec.trial_seeds(), list(callbacks), list(callbacks))
                 study.set_user_attr("reference", {"accuracy": held["accuracy"], "tpr_var": held["tpr_var"],
                                                   "balanced_accuracy": held["balanced_accuracy"],
                                                   "run_dir": str(path)})
@@ -153,13 +179,14 @@ def enqueue_default(study: Any, spec: TuneSpec) -> bool:
 
 
 class ViewEcho(Callback):
-    """Shows a run that is not a trial (the ERM reference, the final retraining) in the study view."""
+    """Shows a run that is not a trial (the ERM reference, the final retraining), or a trial's later seeds
+    (``number`` given), in the study view."""
 
-    def __init__(self, view: Any, label: str) -> None:
-        self.view, self.label = view, label
+    def __init__(self, view: Any, label: str, params: dict | None = None, number: int | None = None) -> None:
+        self.view, self.label, self.params, self.number = view, label, params or {}, number
 
     def on_fit_start(self, trainer: Any) -> None:
-        self.view.trial_start(self.label, {}, trainer.total_epochs)
+        self.view.trial_start(self.label, self.params, trainer.total_epochs, self.number)
 
     def on_epoch_end(self, trainer: Any, record: dict) -> None:
         self.view.trial_epoch(record)
@@ -203,7 +230,9 @@ class Objective:
             cfg = self.spec.config(values, trial=True)
             self.view.trial_start(f"trial {trial.number}", values, cfg.train.epochs, trial.number)
             reporter = TrialReporter(trial, t.mode == "multi", self.view)
-            held = judged_split(train_run(cfg, path, [reporter]))
+            # pruning reads the first seed's epochs; the others train only once it has survived them
+            echo = ViewEcho(self.view, f"trial {trial.number}, next seed", values, trial.number)
+            held = train_seeds(cfg, path, self.spec.trial_seeds(), [reporter], [echo])
         except KeyboardInterrupt:
             self.interrupted = trial.number
             trial.set_user_attr("fail_reason", "interrupted")
@@ -216,6 +245,8 @@ class Objective:
             raise
         for key in ("accuracy", "balanced_accuracy", "tpr_std", "worst_tpr"):
             trial.set_user_attr(key, held[key])
+        if len(held["per_seed"]) > 1:
+            trial.set_user_attr("tpr_var_per_seed", held["per_seed"])
         # read at the end of the trial: workers start trials while the first process trains the reference
         trial.set_constraint("accuracy_guard", self.reference() - t.guard_delta - held[t.guard_metric])
         return held["tpr_var"] if t.mode == "single" else (held["tpr_var"], held["balanced_accuracy"])
