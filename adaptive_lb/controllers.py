@@ -312,11 +312,12 @@ def warn_if_control_is_noisy(cfg: ControllerConfig, m: Measurement, class_names:
     p, count, others = float(tpr[worst]), int(n[worst]), len(noisy) - 1
     need = math.ceil(4 * p * (1 - p) / cfg.gap_scale ** 2 - 1e-9)
     who = f"class '{class_names[worst]}'" + (f" (and {others} more)" if others else "")
-    warnings.warn(f"{who} has {count} control (held-out) images at TPR {p:.2f}: its standard error "
-                  f"sqrt(p(1-p)/n) = {float(noise[worst]):.3f} is above controller.gap_scale/2 = "
-                  f"{cfg.gap_scale / 2:.3f}, so the loop would chase noise; raise data.heldout_fraction (it needs "
+    # four decimals: a TPR of 224/300 has 0.0251 against 0.0250, which three would print as "0.025 above 0.025"
+    warnings.warn(f"{who} has {count} control (held-out) images at TPR {p:.3f}: its standard error "
+                  f"sqrt(p(1-p)/n) = {float(noise[worst]):.4f} is above controller.gap_scale/2 = "
+                  f"{cfg.gap_scale / 2:.4f}, so the loop would chase noise; raise data.heldout_fraction (it needs "
                   f"{need} control images at this TPR) or controller.gap_scale (to at least "
-                  f"{2 * float(noise[worst]):.3f})", ConfigWarning, stacklevel=2)
+                  f"{2 * float(noise[worst]):.4f})", ConfigWarning, stacklevel=2)
     return True
 
 

@@ -66,16 +66,20 @@ def test_noise_warning_names_the_class_the_numbers_and_the_fix():
     with pytest.warns(ConfigWarning) as seen:
         assert warn_if_control_is_noisy(damped, m, ["a", "b", "c", "d"])
     assert [str(w.message) for w in seen] == [
-        "class 'b' (and 2 more) has 25 control (held-out) images at TPR 0.70: its standard error sqrt(p(1-p)/n) = "
-        "0.092 is above controller.gap_scale/2 = 0.025, so the loop would chase noise; raise data.heldout_fraction "
-        "(it needs 336 control images at this TPR) or controller.gap_scale (to at least 0.183)"]
+        "class 'b' (and 2 more) has 25 control (held-out) images at TPR 0.700: its standard error sqrt(p(1-p)/n) = "
+        "0.0917 is above controller.gap_scale/2 = 0.0250, so the loop would chase noise; raise data.heldout_fraction "
+        "(it needs 336 control images at this TPR) or controller.gap_scale (to at least 0.1833)"]
+    # just above the bound (224 of 300 images, the shipped FM split): the digits show by how much
+    with pytest.warns(ConfigWarning, match=r"TPR 0\.747: .* = 0\.0251 is above controller\.gap_scale/2 = 0\.0250.*"
+                      r"needs 303 control images"):
+        warn_if_control_is_noisy(damped, measured([224 / 300, 0.97], [300, 300]), "ab")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # the shipped Fashion-MNIST default: 300 control images per class, Shirt at ~0.78 once the loop acts
         assert not warn_if_control_is_noisy(damped, measured([0.78, 0.97, 0.92], [300] * 3), "abc")
         assert not warn_if_control_is_noisy(ControllerConfig(name="damped", gap_scale=0.2), m, "abcd")
         assert not warn_if_control_is_noisy(ControllerConfig(name="static"), m, "abcd")  # reads no gap_scale
-    with pytest.warns(ConfigWarning, match="at TPR 0.55"):  # the same split early on, Shirt at 0.55: noisy
+    with pytest.warns(ConfigWarning, match="at TPR 0.550"):  # the same split early on, Shirt at 0.55: noisy
         warn_if_control_is_noisy(damped, measured([0.55, 0.97, 0.92], [300] * 3), "abc")
 
 
