@@ -309,3 +309,7 @@ def test_an_interrupted_trial_is_queued_again(tmp_path):
     assert first.state.name == "FAIL" and first.user_attrs["fail_reason"] == "interrupted"
     assert queued.state.name == "WAITING" and queued.params == first.params
     assert queued.system_attrs["failed_trial"] == first.number
+    rows = final.trial_rows(study)  # the table says what waits, not the failed run's epoch and reason
+    assert rows[1]["state"] == "waiting" and rows[1]["epochs"] == 0
+    assert rows[1]["note"] == f"queued again: the retry of #{first.number}"
+    assert rows[0]["note"] == f"interrupted; retried as #{queued.number}"

@@ -76,12 +76,17 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             note += f"; retried as #{retried[t.number]}"
         if t.state.name == "PRUNED":
             note = f"pruned after epoch {t.user_attrs.get('epoch', '?')}"
+        waiting = t.state.name == "WAITING"  # a retry inherits the failed run's attrs: its epoch and reason
+        if waiting:
+            origin = t.system_attrs.get("failed_trial")
+            note = f"queued again: the retry of #{origin}" if origin is not None else "queued"
         if t.user_attrs.get("tpr_var_per_seed"):  # a trial over several seeds: the spread behind its mean
             note += "; per seed " + " / ".join(f"{v:.6f}" for v in t.user_attrs["tpr_var_per_seed"])
         rows.append({"number": t.number, "state": t.state.name.lower(), "values": t.values or [],
                      "accuracy": t.user_attrs.get("accuracy"),
                      "feasible": feasible(t) if t.state.name == "COMPLETE" else None,
-                     "epochs": t.user_attrs.get("epoch", 0), "params": dict(t.params), "note": note.strip("; ")})
+                     "epochs": 0 if waiting else t.user_attrs.get("epoch", 0), "params": dict(t.params),
+                     "note": note.strip("; ")})
     return rows
 
 
